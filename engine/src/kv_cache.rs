@@ -1,0 +1,102 @@
+//! Per-sequence key/value cache with in-place appends and copy-free rollback.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{EngineError, Result};
+
+/// Capacity is grown in steps of this many positions.
+const GROWTH: usize = 256;
+
+/// Keys and values of every layer for one sequence.
+///
+/// Storage is preallocated as `[kv_heads, capacity, head_dim]` per layer; appends
+/// write in place and [`KvCache::truncate`] rolls back by moving the length only.
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    num_layers: usize,
+    len: usize,
+    capacity: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    device: Device,
+}
+
+impl KvCache {
+    /// An empty cache for a model with the given shape.
+    pub fn new(num_layers: usize, kv_heads: usize, head_dim: usize, device: &Device) -> Self {
+        Self {
+            layers: Vec::new(),
+            num_layers,
+            len: 0,
+            capacity: 0,
+            kv_heads,
+            head_dim,
+            device: device.clone(),
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes held by the cache's storage.
+    pub fn allocated_bytes(&self) -> usize {
+        self.num_layers * 2 * self.kv_heads * self.capacity * self.head_dim * 4
+    }
+
+    /// Makes room for `extra` more positions.
+    pub fn reserve(&mut self, extra: usize) -> Result<()> {
+        let needed = self.len + extra;
+        if needed <= self.capacity {
+            return Ok(());
+        }
+        let new_cap = needed.div_ceil(GROWTH) * GROWTH;
+        let shape = (self.kv_heads, new_cap, self.head_dim);
+        let mut grown = Vec::with_capacity(self.num_layers);
+        for layer in 0..self.num_layers {
+            let nk = Tensor::zeros(shape, DType::F32, &self.device)?;
+            let nv = Tensor::zeros(shape, DType::F32, &self.device)?;
+            if let Some((k, v)) = self.layers.get(layer).filter(|_| self.len > 0) {
+                nk.slice_set(&k.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                nv.slice_set(&v.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+            }
+            grown.push((nk, nv));
+        }
+        self.layers = grown;
+        self.capacity = new_cap;
+        Ok(())
+    }
+
+    /// Writes `k` and `v` (`[kv_heads, t, head_dim]`) for `layer` after the cached
+    /// positions and returns views of all keys and values including them.
+    /// [`KvCache::advance`] must follow once every layer has been written.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let t = k.dim(1)?;
+        let (ck, cv) = self.layers.get(layer).ok_or_else(|| {
+            EngineError::InvalidRequest(format!("kv cache layer {layer} written before reserve"))
+        })?;
+        ck.slice_set(&k.contiguous()?, 1, self.len)?;
+        cv.slice_set(&v.contiguous()?, 1, self.len)?;
+        Ok((
+            ck.narrow(1, 0, self.len + t)?,
+            cv.narrow(1, 0, self.len + t)?,
+        ))
+    }
+
+    /// Commits `t` positions written by [`KvCache::append`] in every layer.
+    pub fn advance(&mut self, t: usize) {
+        self.len = (self.len + t).min(self.capacity);
+    }
+
+    /// Forgets every position from `len` on (rollback after rejected speculation).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}

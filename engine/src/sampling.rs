@@ -1,0 +1,272 @@
+//! Choosing the next token from logits: greedy, or seeded temperature/top-k/top-p sampling.
+
+use crate::error::{EngineError, Result};
+
+/// How to pick tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax); otherwise logits are divided by it.
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1.0 = all).
+    pub top_p: f32,
+    /// Seed of the random generator; the same seed gives the same tokens.
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self::greedy()
+    }
+}
+
+impl SamplingParams {
+    /// Deterministic argmax decoding.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+
+    /// Whether decoding is argmax.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+
+    /// Rejects values outside their ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 || self.temperature > 100.0 {
+            return Err(EngineError::InvalidRequest(format!(
+                "temperature must be between 0 and 100, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(EngineError::InvalidRequest(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A small, fast, reproducible random generator (xoshiro256**, seeded by splitmix64).
+#[derive(Debug, Clone)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    /// A generator whose stream is fully determined by `seed`.
+    pub fn new(seed: u64) -> Self {
+        let mut x = seed;
+        let mut next = || {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        Self {
+            s: [next(), next(), next(), next()],
+        }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = self.s[1] << 17;
+        self.s[2] ^= self.s[0];
+        self.s[3] ^= self.s[1];
+        self.s[1] ^= self.s[2];
+        self.s[0] ^= self.s[3];
+        self.s[2] ^= t;
+        self.s[3] = self.s[3].rotate_left(45);
+        result
+    }
+
+    /// A uniform float in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The distribution sampling draws from after temperature, top-k and top-p:
+/// `(token, probability)` pairs, most likely first, summing to 1.
+pub fn filtered_distribution(logits: &[f32], params: &SamplingParams) -> Vec<(u32, f64)> {
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit_desc = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+    if params.top_k > 0 && params.top_k < idx.len() {
+        idx.select_nth_unstable_by(params.top_k - 1, by_logit_desc);
+        idx.truncate(params.top_k);
+    }
+    idx.sort_unstable_by(by_logit_desc);
+    let t = params.temperature.max(1e-6) as f64;
+    let max = idx
+        .first()
+        .map(|&i| logits[i as usize] as f64)
+        .unwrap_or(0.0);
+    let mut probs: Vec<(u32, f64)> = idx
+        .iter()
+        .map(|&i| (i, ((logits[i as usize] as f64 - max) / t).exp()))
+        .collect();
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    let mut cumulative = 0.0;
+    let len = probs.len();
+    let mut keep = len;
+    for (n, p) in probs.iter_mut().enumerate() {
+        p.1 /= total;
+        cumulative += p.1;
+        if cumulative >= params.top_p as f64 && keep == len {
+            keep = n + 1;
+        }
+    }
+    probs.truncate(keep.max(1));
+    let kept: f64 = probs.iter().map(|p| p.1).sum();
+    for p in probs.iter_mut() {
+        p.1 /= kept;
+    }
+    probs
+}
+
+/// Picks tokens for one sequence.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: Rng,
+}
+
+impl Sampler {
+    /// A sampler seeded from `params.seed`.
+    pub fn new(params: SamplingParams) -> Self {
+        let rng = Rng::new(params.seed);
+        Self { params, rng }
+    }
+
+    /// The parameters in use.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Draws a token from `logits`.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.params.is_greedy() {
+            return argmax(logits);
+        }
+        let dist = filtered_distribution(logits, &self.params);
+        let r = self.rng.uniform();
+        let mut acc = 0.0;
+        for &(id, p) in &dist {
+            acc += p;
+            if r < acc {
+                return id;
+            }
+        }
+        dist.last().map(|d| d.0).unwrap_or_else(|| argmax(logits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        assert_eq!(argmax(&[0.1, 3.0, 3.0, -1.0]), 1);
+        let mut s = Sampler::new(SamplingParams::greedy());
+        assert_eq!(s.sample(&[0.0, 0.5, 0.2]), 1);
+    }
+
+    #[test]
+    fn same_seed_same_tokens() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 42,
+        };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(params.clone());
+            (0..50).map(|_| s.sample(&logits)).collect()
+        };
+        let mut s = Sampler::new(params);
+        let b: Vec<u32> = (0..50).map(|_| s.sample(&logits)).collect();
+        assert_eq!(a, b);
+        assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 3);
+    }
+
+    #[test]
+    fn top_k_and_top_p_restrict_support() {
+        let logits = [5.0f32, 4.0, 3.0, 2.0, 1.0];
+        let k2 = SamplingParams {
+            temperature: 1.0,
+            top_k: 2,
+            top_p: 1.0,
+            seed: 1,
+        };
+        let d = filtered_distribution(&logits, &k2);
+        assert_eq!(d.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1]);
+        let p = SamplingParams {
+            top_k: 0,
+            top_p: 0.5,
+            ..k2
+        };
+        let d = filtered_distribution(&logits, &p);
+        assert_eq!(d.len(), 1, "the top token alone has p > 0.5");
+        assert!((d.iter().map(|p| p.1).sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sampling_frequencies_follow_softmax() {
+        let logits = [0.0f32, (2.0f32).ln(), (7.0f32).ln()];
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 7,
+        });
+        let mut counts = [0usize; 3];
+        let n = 20_000;
+        for _ in 0..n {
+            counts[s.sample(&logits) as usize] += 1;
+        }
+        let expected = [0.1, 0.2, 0.7];
+        for i in 0..3 {
+            let f = counts[i] as f64 / n as f64;
+            assert!(
+                (f - expected[i]).abs() < 0.015,
+                "token {i}: {f} vs {}",
+                expected[i]
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_params_are_rejected() {
+        let mut p = SamplingParams::greedy();
+        p.temperature = -1.0;
+        assert!(p.validate().is_err());
+        p.temperature = 0.5;
+        p.top_p = 0.0;
+        assert!(p.validate().is_err());
+    }
+}

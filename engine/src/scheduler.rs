@@ -1,0 +1,465 @@
+//! Continuous batching: one worker thread owns the model and runs every active
+//! sequence's next tokens in the same forward pass, admitting new requests
+//! between steps, so a short request never waits for a long one to finish.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{EngineError, Result};
+use crate::generation::{
+    EventSink, FinishReason, Generation, GenerationEvent, GenerationRequest, GenerationStats,
+};
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+use crate::model::transformer::{LogitsWanted, StepInput};
+use crate::sampling::Sampler;
+use crate::stop::StopMatcher;
+use crate::tokenizer::StreamDecoder;
+
+/// Limits of the batching scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Most new tokens (prefill plus decode) in one forward pass.
+    pub max_batch_tokens: usize,
+    /// Most prompt tokens one sequence prefills per step while others decode.
+    pub prefill_chunk: usize,
+    /// Most sequences decoding at once; more wait in the queue.
+    pub max_active: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 512,
+            prefill_chunk: 128,
+            max_active: 16,
+        }
+    }
+}
+
+/// Live counters of the engine, for metrics.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    /// Requests waiting for a slot.
+    pub waiting: AtomicU64,
+    /// Requests being processed.
+    pub active: AtomicU64,
+    /// Tokens generated since start.
+    pub generated_tokens: AtomicU64,
+    /// Prompt tokens processed since start.
+    pub prompt_tokens: AtomicU64,
+    /// Forward passes since start.
+    pub forward_passes: AtomicU64,
+}
+
+struct Job {
+    request: GenerationRequest,
+    sink: EventSink,
+    submitted: Instant,
+}
+
+/// Handle to the inference engine; cheap to clone and share between threads.
+#[derive(Clone)]
+pub struct Engine {
+    model: Arc<Model>,
+    jobs: Sender<Job>,
+    counters: Arc<EngineCounters>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model", &self.model.info().name)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Starts the worker thread for `model`.
+    pub fn start(model: Arc<Model>, config: SchedulerConfig) -> Result<Self> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let counters = Arc::new(EngineCounters::default());
+        let worker = Worker {
+            model: model.clone(),
+            jobs: rx,
+            config,
+            counters: counters.clone(),
+            active: Vec::new(),
+            waiting: VecDeque::new(),
+        };
+        std::thread::Builder::new()
+            .name("souffleur-engine".into())
+            .spawn(move || worker.run())
+            .map_err(|e| EngineError::io("<engine thread>", e))?;
+        Ok(Self {
+            model,
+            jobs: tx,
+            counters,
+        })
+    }
+
+    /// The model this engine serves.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Live counters.
+    pub fn counters(&self) -> &EngineCounters {
+        &self.counters
+    }
+
+    /// Checks a request against the model's limits.
+    pub fn validate(&self, request: &GenerationRequest) -> Result<()> {
+        let cfg = self.model.info().config.clone();
+        request.sampling.validate()?;
+        if request.prompt.is_empty() {
+            return Err(EngineError::InvalidRequest("empty prompt".into()));
+        }
+        if let Some(&bad) = request
+            .prompt
+            .iter()
+            .find(|&&t| t as usize >= cfg.vocab_size)
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                cfg.vocab_size
+            )));
+        }
+        if request.prompt.len() + request.max_new_tokens > cfg.context_length {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: request.prompt.len(),
+                max_new_tokens: request.max_new_tokens,
+                context_length: cfg.context_length,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues a job; events arrive at `sink` on the engine thread (keep it cheap).
+    pub fn submit(&self, request: GenerationRequest, sink: EventSink) -> Result<()> {
+        self.validate(&request)?;
+        self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+        self.jobs
+            .send(Job {
+                request,
+                sink,
+                submitted: Instant::now(),
+            })
+            .map_err(|_| EngineError::SchedulerStopped)
+    }
+
+    /// Runs a job to completion and returns all of its output.
+    pub fn generate(&self, request: GenerationRequest) -> Result<Generation> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.submit(request, Box::new(move |event| tx.send(event).is_ok()))?;
+        let mut text = String::new();
+        let mut tokens = Vec::new();
+        for event in rx {
+            match event {
+                GenerationEvent::Text {
+                    text: t,
+                    tokens: ids,
+                } => {
+                    text.push_str(&t);
+                    tokens.extend(ids);
+                }
+                GenerationEvent::Finished(stats) => {
+                    return Ok(Generation {
+                        text,
+                        tokens,
+                        stats,
+                    });
+                }
+                GenerationEvent::Failed(e) => return Err(e),
+            }
+        }
+        Err(EngineError::SchedulerStopped)
+    }
+}
+
+struct Sequence {
+    job: Job,
+    cache: KvCache,
+    fed: usize,
+    pending: Option<u32>,
+    generated: Vec<u32>,
+    unreported: Vec<u32>,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    stop: StopMatcher,
+    first_token: Option<Duration>,
+    decode_steps: usize,
+    finished: Option<FinishReason>,
+    sink_gone: bool,
+}
+
+impl Sequence {
+    fn new(job: Job, cache: KvCache) -> Self {
+        let sampler = Sampler::new(job.request.sampling.clone());
+        let stop = StopMatcher::new(&job.request.stop);
+        Self {
+            job,
+            cache,
+            fed: 0,
+            pending: None,
+            generated: Vec::new(),
+            unreported: Vec::new(),
+            sampler,
+            decoder: StreamDecoder::default(),
+            stop,
+            first_token: None,
+            decode_steps: 0,
+            finished: None,
+            sink_gone: false,
+        }
+    }
+
+    fn prompt_left(&self) -> usize {
+        self.job.request.prompt.len() - self.fed
+    }
+
+    fn emit(&mut self, event: GenerationEvent) {
+        if !self.sink_gone && !(self.job.sink)(event) {
+            self.sink_gone = true;
+        }
+    }
+
+    fn emit_text(&mut self, text: String) {
+        if !text.is_empty() || !self.unreported.is_empty() {
+            let tokens = std::mem::take(&mut self.unreported);
+            self.emit(GenerationEvent::Text { text, tokens });
+        }
+    }
+
+    /// Consumes one sampled token; returns whether the sequence goes on.
+    fn accept(&mut self, token: u32, model: &Model) {
+        if self.first_token.is_none() {
+            self.first_token = Some(self.job.submitted.elapsed());
+        }
+        self.generated.push(token);
+        self.unreported.push(token);
+        let tok = model.tokenizer();
+        if tok.is_control(token) || Some(token) == tok.eos() {
+            self.finished = Some(FinishReason::EndOfText);
+            return;
+        }
+        let text = self.decoder.push(tok.token_bytes(token));
+        let outcome = self.stop.push(&text);
+        self.emit_text(outcome.emit);
+        if outcome.stopped {
+            self.finished = Some(FinishReason::Stop);
+        } else if self.generated.len() >= self.job.request.max_new_tokens {
+            self.finished = Some(FinishReason::Length);
+        } else {
+            self.pending = Some(token);
+        }
+    }
+
+    fn finish(mut self, reason: FinishReason) {
+        if reason != FinishReason::Stop {
+            let tail = self.decoder.finish();
+            let mut rest = self.stop.push(&tail).emit;
+            rest.push_str(&self.stop.finish());
+            self.emit_text(rest);
+        } else {
+            self.emit_text(String::new());
+        }
+        let stats = GenerationStats {
+            finish_reason: reason,
+            prompt_tokens: self.job.request.prompt.len(),
+            cached_prompt_tokens: 0,
+            generated_tokens: self.generated.len(),
+            decode_steps: self.decode_steps,
+            time_to_first_token: self.first_token.unwrap_or_default(),
+            total_time: self.job.submitted.elapsed(),
+        };
+        self.emit(GenerationEvent::Finished(stats));
+    }
+}
+
+struct Worker {
+    model: Arc<Model>,
+    jobs: Receiver<Job>,
+    config: SchedulerConfig,
+    counters: Arc<EngineCounters>,
+    active: Vec<Sequence>,
+    waiting: VecDeque<Job>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            if self.active.is_empty() && self.waiting.is_empty() {
+                match self.jobs.recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(job) = self.jobs.try_recv() {
+                self.waiting.push_back(job);
+            }
+            self.admit();
+            self.retire();
+            if !self.active.is_empty() {
+                self.step();
+                self.retire();
+            }
+        }
+    }
+
+    fn admit(&mut self) {
+        while self.active.len() < self.config.max_active {
+            let Some(mut job) = self.waiting.pop_front() else {
+                break;
+            };
+            self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+            if job.request.max_new_tokens == 0 {
+                let stats = GenerationStats {
+                    finish_reason: FinishReason::Length,
+                    prompt_tokens: job.request.prompt.len(),
+                    cached_prompt_tokens: 0,
+                    generated_tokens: 0,
+                    decode_steps: 0,
+                    time_to_first_token: Duration::ZERO,
+                    total_time: job.submitted.elapsed(),
+                };
+                (job.sink)(GenerationEvent::Finished(stats));
+                continue;
+            }
+            self.counters.active.fetch_add(1, Ordering::Relaxed);
+            let cache = self.model.transformer().new_cache();
+            self.active.push(Sequence::new(job, cache));
+        }
+    }
+
+    /// Ends sequences that finished, were cancelled, or lost their receiver.
+    fn retire(&mut self) {
+        let mut i = 0;
+        while i < self.active.len() {
+            let seq = &self.active[i];
+            let reason = if seq.finished.is_some() {
+                seq.finished
+            } else if seq.sink_gone || seq.job.request.cancel.is_cancelled() {
+                Some(FinishReason::Cancelled)
+            } else {
+                None
+            };
+            match reason {
+                Some(r) => {
+                    let seq = self.active.swap_remove(i);
+                    self.counters.active.fetch_sub(1, Ordering::Relaxed);
+                    seq.finish(r);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        let mut budget = self.config.max_batch_tokens;
+        let decoding = self.active.iter().filter(|s| s.pending.is_some()).count();
+        let mut plan: Vec<(usize, usize)> = Vec::new(); // (sequence index, prompt tokens to feed)
+        for (i, seq) in self.active.iter().enumerate() {
+            if seq.pending.is_some() && budget > 0 {
+                plan.push((i, 0));
+                budget -= 1;
+            }
+        }
+        let chunk_cap = if decoding > 0 {
+            self.config.prefill_chunk
+        } else {
+            self.config.max_batch_tokens
+        };
+        for (i, seq) in self.active.iter().enumerate() {
+            if seq.pending.is_none() && seq.prompt_left() > 0 && budget > 0 {
+                let n = seq.prompt_left().min(chunk_cap).min(budget);
+                plan.push((i, n));
+                budget -= n;
+            }
+        }
+        if plan.is_empty() {
+            return;
+        }
+        let model = self.model.clone();
+        // Split borrows: each planned sequence lends its cache and tokens to the step.
+        let mut pending_tokens: Vec<[u32; 1]> = Vec::with_capacity(plan.len());
+        for &(i, n) in &plan {
+            pending_tokens.push([if n == 0 {
+                self.active[i].pending.unwrap_or(0)
+            } else {
+                0
+            }]);
+        }
+        let mut slots: Vec<Option<&mut Sequence>> = self.active.iter_mut().map(Some).collect();
+        let mut inputs = Vec::with_capacity(plan.len());
+        for (k, &(i, n)) in plan.iter().enumerate() {
+            let Some(seq) = slots[i].take() else { continue };
+            let (tokens, logits): (&[u32], LogitsWanted) = if n == 0 {
+                (&pending_tokens[k][..], LogitsWanted::Last)
+            } else {
+                let start = seq.fed;
+                let last = start + n == seq.job.request.prompt.len();
+                (
+                    &seq.job.request.prompt[start..start + n],
+                    if last {
+                        LogitsWanted::Last
+                    } else {
+                        LogitsWanted::None
+                    },
+                )
+            };
+            inputs.push(StepInput {
+                cache: &mut seq.cache,
+                tokens,
+                logits,
+            });
+        }
+        let result = model.transformer().forward(&mut inputs);
+        drop(inputs);
+        self.counters.forward_passes.fetch_add(1, Ordering::Relaxed);
+        let outputs = match result {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = e.to_string();
+                for &(i, _) in &plan {
+                    let seq = &mut self.active[i];
+                    seq.emit(GenerationEvent::Failed(EngineError::Compute(
+                        candle_core::Error::Msg(msg.clone()),
+                    )));
+                    seq.sink_gone = true;
+                }
+                return;
+            }
+        };
+        for (&(i, n), logits) in plan.iter().zip(outputs) {
+            let seq = &mut self.active[i];
+            if n > 0 {
+                seq.fed += n;
+                self.counters
+                    .prompt_tokens
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            } else {
+                seq.decode_steps += 1;
+            }
+            let Some(logits) = logits else { continue };
+            let row = match logits.squeeze(0).and_then(|r| r.to_vec1::<f32>()) {
+                Ok(r) => r,
+                Err(e) => {
+                    seq.emit(GenerationEvent::Failed(EngineError::Compute(e)));
+                    seq.sink_gone = true;
+                    continue;
+                }
+            };
+            seq.pending = None;
+            let token = seq.sampler.sample(&row);
+            seq.accept(token, &model);
+            self.counters
+                .generated_tokens
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The project's test command (README's second command; .ci/run calls exactly this).
+# Builds everything, installs the pinned default model if missing, checks formatting,
+# lints and crate boundaries, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export SOUFFLEUR_HOME=${SOUFFLEUR_HOME:-$HOME/.souffleur}
+
+echo "== format"
+cargo fmt --all -- --check
+
+echo "== build"
+cargo build --workspace --all-targets
+
+echo "== default model"
+target/debug/souffleur model fetch-default
+
+echo "== crate boundaries (ARCHITECTURE.md invariants)"
+for crate in engine indexer; do
+  for forbidden in axum tower-lsp-server hyper; do
+    if cargo tree -p "$crate" -e normal --prefix none 2>/dev/null | grep -q "^$forbidden v"; then
+      echo "invariant broken: $crate depends on $forbidden" >&2; exit 1
+    fi
+  done
+done
+if cargo tree -p indexer -e normal --prefix none | grep -qE "^(candle-core|engine) v"; then
+  echo "invariant broken: indexer depends on the engine" >&2; exit 1
+fi
+
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+
+echo "== tests"
+cargo test --workspace

@@ -1,0 +1,112 @@
+//! `souffleur complete`: one completion from the command line, streamed to stdout.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use engine::{Engine, GenerationEvent, GenerationRequest, Model, SamplingParams, SchedulerConfig};
+
+use crate::home::Home;
+use crate::model_store;
+
+/// Arguments of `souffleur complete`.
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    /// File with the text before the cursor.
+    #[arg(long)]
+    pub prefix_file: PathBuf,
+    /// File with the text after the cursor.
+    #[arg(long)]
+    pub suffix_file: Option<PathBuf>,
+    /// Model path or name (default: the built-in model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens when sampling (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this text is generated (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Print timing and token counts to stderr.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    match String::from_utf8(bytes) {
+        Ok(s) => Ok(s),
+        Err(e) => bail!(
+            "{} is not valid UTF-8 (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ),
+    }
+}
+
+/// Runs the completion and streams the generated text to stdout.
+pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
+    let prefix = read_text(&args.prefix_file)?;
+    let suffix = match &args.suffix_file {
+        Some(p) => read_text(p)?,
+        None => String::new(),
+    };
+    let path = model_store::resolve(home, args.model.as_deref())?;
+    let model = Arc::new(Model::load(&path)?);
+    let prompt = model.completion_prompt(&prefix, &suffix)?;
+    let engine = Engine::start(model, SchedulerConfig::default())?;
+    let request = GenerationRequest {
+        prompt,
+        max_new_tokens: args.max_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
+        stop: args.stop,
+        cancel: Default::default(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;
+    let mut out = std::io::stdout().lock();
+    for event in rx {
+        match event {
+            GenerationEvent::Text { text, .. } => {
+                out.write_all(text.as_bytes())?;
+                out.flush()?;
+            }
+            GenerationEvent::Finished(stats) => {
+                if args.stats {
+                    let decode = stats.total_time.saturating_sub(stats.time_to_first_token);
+                    eprintln!(
+                        "\n[{} prompt tokens, {} generated, first token {:.0} ms, {:.1} tok/s decode, finish: {}]",
+                        stats.prompt_tokens,
+                        stats.generated_tokens,
+                        stats.time_to_first_token.as_secs_f64() * 1e3,
+                        stats.generated_tokens.saturating_sub(1) as f64
+                            / decode.as_secs_f64().max(1e-9),
+                        stats.finish_reason.as_str()
+                    );
+                }
+                return Ok(());
+            }
+            GenerationEvent::Failed(e) => return Err(e.into()),
+        }
+    }
+    bail!("the engine stopped before finishing")
+}

@@ -1,0 +1,45 @@
+//! `souffleur`: the self-hosted code-completion server and its command line.
+
+mod cmd_complete;
+mod cmd_model;
+mod home;
+mod index_cli;
+mod model_store;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Souffleur: code completions, reviews and a model API from your own hardware.
+#[derive(Debug, Parser)]
+#[command(name = "souffleur", version, about)]
+struct Cli {
+    /// Home directory with config.toml, models/, index/ and souffleur.db.
+    #[arg(long, env = "SOUFFLEUR_HOME", global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install, list and inspect models.
+    #[command(subcommand)]
+    Model(cmd_model::ModelCommand),
+    /// Complete code from a prefix (and suffix) file; prints only the completion.
+    Complete(cmd_complete::CompleteArgs),
+    /// Index git repositories for retrieval of context.
+    #[command(subcommand)]
+    Index(index_cli::IndexCommand),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let home = home::Home::resolve(cli.home)?;
+    match cli.command {
+        Command::Model(cmd) => cmd_model::run(&home, cmd),
+        Command::Complete(args) => cmd_complete::run(&home, args),
+        Command::Index(cmd) => index_cli::run(home.root(), cmd),
+    }
+}

@@ -1,0 +1,122 @@
+//! The `souffleur` command line, run as a real process against the default model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn home() -> PathBuf {
+    std::env::var_os("SOUFFLEUR_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".souffleur")
+        })
+}
+
+fn souffleur(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_souffleur"))
+        .args(args)
+        .env("SOUFFLEUR_HOME", home())
+        .output()
+        .expect("souffleur runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write");
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn fetch_default_is_idempotent_and_info_reports_prefix_only() {
+    let o = souffleur(&["model", "fetch-default"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verified"));
+    let o = souffleur(&["model", "info"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+        "{out}"
+    );
+    assert!(out.contains("prefix-only"), "{out}");
+    assert!(out.contains("architecture:    llama"), "{out}");
+}
+
+#[test]
+fn complete_streams_a_greedy_continuation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = write(dir.path(), "p.py", b"import os\n\ndef list_python_files(root):\n    \"\"\"Return all .py files below root.\"\"\"\n");
+    let a = souffleur(&["complete", "--prefix-file", &prefix, "--max-tokens", "16"]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(!a.stdout.is_empty(), "no completion");
+    let b = souffleur(&["complete", "--prefix-file", &prefix, "--max-tokens", "16"]);
+    assert_eq!(a.stdout, b.stdout, "greedy completion is deterministic");
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let invalid = write(dir.path(), "latin1.py", b"caf\xe9 = 1\n");
+    let o = souffleur(&["complete", "--prefix-file", &invalid]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("latin1.py") && stderr(&o).contains("UTF-8"),
+        "{}",
+        stderr(&o)
+    );
+
+    let long = write(dir.path(), "long.py", "x = 1\n".repeat(9000).as_bytes());
+    let o = souffleur(&["complete", "--prefix-file", &long]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("context window of 8192"),
+        "{}",
+        stderr(&o)
+    );
+
+    let ok = write(dir.path(), "ok.py", b"x = ");
+    let o = souffleur(&[
+        "complete",
+        "--prefix-file",
+        &ok,
+        "--model",
+        "no-such-model.gguf",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no-such-model.gguf"), "{}", stderr(&o));
+
+    let fake = write(dir.path(), "fake.gguf", b"GGUF but not really");
+    let o = souffleur(&["complete", "--prefix-file", &ok, "--model", &fake]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("fake.gguf"), "{}", stderr(&o));
+
+    let o = souffleur(&["complete", "--prefix-file", &ok, "--temperature=-1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("temperature"), "{}", stderr(&o));
+
+    let missing = dir.path().join("missing.py");
+    let o = souffleur(&["complete", "--prefix-file", &missing.to_string_lossy()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("missing.py"), "{}", stderr(&o));
+}
+
+#[test]
+fn fetch_default_rejects_a_file_with_the_wrong_checksum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let fake = write(dir.path(), "SmolLM2.gguf", b"not the pinned model");
+    let o = Command::new(env!("CARGO_BIN_EXE_souffleur"))
+        .args(["model", "fetch-default", "--from", &fake])
+        .env("SOUFFLEUR_HOME", &home)
+        .output()
+        .expect("runs");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
+    assert!(
+        !home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").exists(),
+        "an unverified file was installed"
+    );
+}
