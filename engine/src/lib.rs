@@ -25,6 +25,7 @@ pub mod fim;
 pub mod generation;
 pub mod kv_cache;
 pub mod model;
+mod prefix_cache;
 pub mod sampling;
 pub mod scheduler;
 pub mod stop;

@@ -16,6 +16,7 @@ use crate::generation::{
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::model::transformer::{LogitsWanted, StepInput};
+use crate::prefix_cache::PrefixCache;
 use crate::sampling::Sampler;
 use crate::stop::StopMatcher;
 use crate::tokenizer::StreamDecoder;
@@ -29,6 +30,9 @@ pub struct SchedulerConfig {
     pub prefill_chunk: usize,
     /// Most sequences decoding at once; more wait in the queue.
     pub max_active: usize,
+    /// Bytes of key/value state kept from finished requests for reuse by later
+    /// requests with the same token prefix (0 turns prefix reuse off).
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -37,6 +41,7 @@ impl Default for SchedulerConfig {
             max_batch_tokens: 512,
             prefill_chunk: 128,
             max_active: 16,
+            prefix_cache_bytes: 256 << 20,
         }
     }
 }
@@ -54,6 +59,14 @@ pub struct EngineCounters {
     pub prompt_tokens: AtomicU64,
     /// Forward passes since start.
     pub forward_passes: AtomicU64,
+    /// Requests that looked for reusable key/value state.
+    pub prefix_lookups: AtomicU64,
+    /// Requests that found reusable key/value state.
+    pub prefix_hits: AtomicU64,
+    /// Prompt tokens whose state was reused instead of computed.
+    pub reused_prompt_tokens: AtomicU64,
+    /// Bytes held by the prefix cache now.
+    pub prefix_cache_bytes: AtomicU64,
 }
 
 struct Job {
@@ -86,6 +99,7 @@ impl Engine {
         let worker = Worker {
             model: model.clone(),
             jobs: rx,
+            prefix_cache: PrefixCache::new(config.prefix_cache_bytes),
             config,
             counters: counters.clone(),
             active: Vec::new(),
@@ -185,6 +199,8 @@ struct Sequence {
     job: Job,
     cache: KvCache,
     fed: usize,
+    reused: usize,
+    failed: bool,
     pending: Option<u32>,
     generated: Vec<u32>,
     unreported: Vec<u32>,
@@ -198,13 +214,15 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn new(job: Job, cache: KvCache) -> Self {
+    fn new(job: Job, cache: KvCache, reused: usize) -> Self {
         let sampler = Sampler::new(job.request.sampling.clone());
         let stop = StopMatcher::new(&job.request.stop);
         Self {
             job,
             cache,
-            fed: 0,
+            fed: reused,
+            reused,
+            failed: false,
             pending: None,
             generated: Vec::new(),
             unreported: Vec::new(),
@@ -259,7 +277,20 @@ impl Sequence {
         }
     }
 
-    fn finish(mut self, reason: FinishReason) {
+    /// The tokens whose state the cache holds, if it is consistent and worth keeping.
+    fn cached_tokens(&self) -> Option<Vec<u32>> {
+        if self.failed {
+            return None;
+        }
+        let mut tokens = self.job.request.prompt[..self.fed].to_vec();
+        if self.fed == self.job.request.prompt.len() {
+            tokens.extend_from_slice(&self.generated[..self.decode_steps.min(self.generated.len())]);
+        }
+        (tokens.len() == self.cache.len()).then_some(tokens)
+    }
+
+    /// Reports the end of the sequence and hands back its cache.
+    fn finish(mut self, reason: FinishReason) -> (KvCache, Option<Vec<u32>>) {
         if reason != FinishReason::Stop {
             let tail = self.decoder.finish();
             let mut rest = self.stop.push(&tail).emit;
@@ -271,13 +302,15 @@ impl Sequence {
         let stats = GenerationStats {
             finish_reason: reason,
             prompt_tokens: self.job.request.prompt.len(),
-            cached_prompt_tokens: 0,
+            cached_prompt_tokens: self.reused,
             generated_tokens: self.generated.len(),
             decode_steps: self.decode_steps,
             time_to_first_token: self.first_token.unwrap_or_default(),
             total_time: self.job.submitted.elapsed(),
         };
         self.emit(GenerationEvent::Finished(stats));
+        let tokens = self.cached_tokens();
+        (self.cache, tokens)
     }
 }
 
@@ -288,6 +321,7 @@ struct Worker {
     counters: Arc<EngineCounters>,
     active: Vec<Sequence>,
     waiting: VecDeque<Job>,
+    prefix_cache: PrefixCache,
 }
 
 impl Worker {
@@ -331,8 +365,18 @@ impl Worker {
                 continue;
             }
             self.counters.active.fetch_add(1, Ordering::Relaxed);
-            let cache = self.model.transformer().new_cache();
-            self.active.push(Sequence::new(job, cache));
+            self.counters.prefix_lookups.fetch_add(1, Ordering::Relaxed);
+            let (cache, reused) = match self.prefix_cache.take(&job.request.prompt) {
+                Some(hit) => {
+                    self.counters.prefix_hits.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .reused_prompt_tokens
+                        .fetch_add(hit.tokens as u64, Ordering::Relaxed);
+                    (hit.cache, hit.tokens)
+                }
+                None => (self.model.transformer().new_cache(), 0),
+            };
+            self.active.push(Sequence::new(job, cache, reused));
         }
     }
 
@@ -352,7 +396,12 @@ impl Worker {
                 Some(r) => {
                     let seq = self.active.swap_remove(i);
                     self.counters.active.fetch_sub(1, Ordering::Relaxed);
-                    seq.finish(r);
+                    if let (cache, Some(tokens)) = seq.finish(r) {
+                        self.prefix_cache.insert(tokens, cache);
+                        self.counters
+                            .prefix_cache_bytes
+                            .store(self.prefix_cache.bytes() as u64, Ordering::Relaxed);
+                    }
                 }
                 None => i += 1,
             }
@@ -431,6 +480,7 @@ impl Worker {
                         candle_core::Error::Msg(msg.clone()),
                     )));
                     seq.sink_gone = true;
+                    seq.failed = true;
                 }
                 return;
             }
@@ -451,6 +501,7 @@ impl Worker {
                 Err(e) => {
                     seq.emit(GenerationEvent::Failed(EngineError::Compute(e)));
                     seq.sink_gone = true;
+                    seq.failed = true;
                     continue;
                 }
             };

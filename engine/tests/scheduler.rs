@@ -76,6 +76,7 @@ fn chunked_prefill_equals_one_shot_prefill() {
         max_batch_tokens: 8,
         prefill_chunk: 3,
         max_active: 4,
+        prefix_cache_bytes: 0,
     };
     let engine = Engine::start(model.clone(), config).expect("engine");
     for p in prompts(&model) {
@@ -219,4 +220,42 @@ fn invalid_requests_are_rejected_with_clear_errors() {
         .generate(GenerationRequest::greedy(vec![5, 6, 7], 3))
         .expect("still serving");
     assert!(!ok.tokens.is_empty());
+}
+
+#[test]
+fn prefix_reuse_skips_shared_prompt_tokens_and_changes_no_output() {
+    let model = tiny();
+    let engine = Engine::start(model.clone(), SchedulerConfig::default()).expect("engine");
+    let base = "fn main() {\n    let values = vec![1, 2, 3];\n    let total: i32 = values";
+    let first = model.tokenizer().encode(base).expect("encode");
+    let out = engine
+        .generate(GenerationRequest::greedy(first.clone(), 8))
+        .expect("generate");
+    assert_eq!(out.stats.cached_prompt_tokens, 0, "cold cache");
+    // The next keystroke: the prompt extends the previous one.
+    let typed = format!("{base}.iter()");
+    let second = model.tokenizer().encode(&typed).expect("encode");
+    let out = engine
+        .generate(GenerationRequest::greedy(second.clone(), 12))
+        .expect("generate");
+    assert!(
+        out.stats.cached_prompt_tokens >= first.len() - 2,
+        "reused {} of {} tokens",
+        out.stats.cached_prompt_tokens,
+        second.len()
+    );
+    assert_matches_plain(&model, &second, &out.tokens, 12);
+    // An edit in the middle only reuses the part before it.
+    let edited = model
+        .tokenizer()
+        .encode("fn main() {\n    let items = vec![1, 2, 3];")
+        .expect("encode");
+    let out = engine
+        .generate(GenerationRequest::greedy(edited.clone(), 12))
+        .expect("generate");
+    assert!(out.stats.cached_prompt_tokens < edited.len());
+    assert_matches_plain(&model, &edited, &out.tokens, 12);
+    let c = engine.counters();
+    assert_eq!(c.prefix_lookups.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert!(c.prefix_hits.load(std::sync::atomic::Ordering::Relaxed) >= 2);
 }
