@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(hit.cache.len(), 9);
         let hit = pc.take(&[0, 1, 2, 3, 4, 9, 7, 7]).expect("second entry");
         assert_eq!(hit.tokens, 6);
-        assert!(pc.take(&[0, 1, 2, 3, 4]).is_none(), "both entries were taken");
+        assert!(
+            pc.take(&[0, 1, 2, 3, 4]).is_none(),
+            "both entries were taken"
+        );
     }
 
     #[test]
@@ -146,8 +149,14 @@ mod tests {
             pc.insert((0..10).map(|t| t + 100 * i).collect(), filled(10));
         }
         assert!(pc.bytes() <= 2 * one);
-        assert!(pc.take(&(400..410).collect::<Vec<_>>()).is_some(), "newest kept");
-        assert!(pc.take(&(0..10).collect::<Vec<_>>()).is_none(), "oldest evicted");
+        assert!(
+            pc.take(&(400..410).collect::<Vec<_>>()).is_some(),
+            "newest kept"
+        );
+        assert!(
+            pc.take(&(0..10).collect::<Vec<_>>()).is_none(),
+            "oldest evicted"
+        );
     }
 
     #[test]

@@ -284,7 +284,8 @@ impl Sequence {
         }
         let mut tokens = self.job.request.prompt[..self.fed].to_vec();
         if self.fed == self.job.request.prompt.len() {
-            tokens.extend_from_slice(&self.generated[..self.decode_steps.min(self.generated.len())]);
+            tokens
+                .extend_from_slice(&self.generated[..self.decode_steps.min(self.generated.len())]);
         }
         (tokens.len() == self.cache.len()).then_some(tokens)
     }

@@ -256,6 +256,9 @@ fn prefix_reuse_skips_shared_prompt_tokens_and_changes_no_output() {
     assert!(out.stats.cached_prompt_tokens < edited.len());
     assert_matches_plain(&model, &edited, &out.tokens, 12);
     let c = engine.counters();
-    assert_eq!(c.prefix_lookups.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(
+        c.prefix_lookups.load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
     assert!(c.prefix_hits.load(std::sync::atomic::Ordering::Relaxed) >= 2);
 }

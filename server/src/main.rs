@@ -1,10 +1,14 @@
 //! `souffleur`: the self-hosted code-completion server and its command line.
 
+mod audit;
 mod cmd_complete;
 mod cmd_model;
+mod cmd_token;
 mod home;
 mod index_cli;
 mod model_store;
+mod serve;
+mod tokens;
 
 use std::path::PathBuf;
 
@@ -32,6 +36,11 @@ enum Command {
     /// Index git repositories for retrieval of context.
     #[command(subcommand)]
     Index(index_cli::IndexCommand),
+    /// Serve completions, chat and the model API over HTTP.
+    Serve(serve::ServeArgs),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(cmd_token::TokenCommand),
 }
 
 fn main() -> Result<()> {
@@ -41,5 +50,7 @@ fn main() -> Result<()> {
         Command::Model(cmd) => cmd_model::run(&home, cmd),
         Command::Complete(args) => cmd_complete::run(&home, args),
         Command::Index(cmd) => index_cli::run(home.root(), cmd),
+        Command::Serve(args) => serve::run(&home, args),
+        Command::Token(cmd) => cmd_token::run(&home, cmd),
     }
 }

@@ -1,0 +1,332 @@
+//! `POST /v1/completions`: Tabby's code-completion shape (`segments`) and OpenAI's
+//! legacy completions shape (`prompt`) on one path.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use engine::{CancelToken, GenerationRequest, SamplingParams};
+use indexer::RetrievalRequest;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AuditInfo;
+use super::error::{ApiError, parse_json};
+use super::generate;
+use super::openai;
+use super::postprocess::{self, Mode};
+use super::prompt::{self, Budgets, ContextSnippet};
+use super::state::{AppState, Caller};
+
+/// Tabby's `segments`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Segments {
+    prefix: String,
+    suffix: Option<String>,
+    filepath: Option<String>,
+    git_url: Option<String>,
+    declarations: Option<Vec<Declaration>>,
+    relevant_snippets_from_changed_files: Option<Vec<ClientSnippet>>,
+    relevant_snippets_from_recently_opened_files: Option<Vec<ClientSnippet>>,
+    clipboard: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Declaration {
+    filepath: String,
+    body: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClientSnippet {
+    filepath: String,
+    body: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct DebugOptions {
+    return_snippets: bool,
+    return_prompt: bool,
+    disable_retrieval_augmented_code_completion: bool,
+}
+
+/// Tabby's completion request.
+#[derive(Debug, Deserialize)]
+struct TabbyRequest {
+    language: Option<String>,
+    segments: Segments,
+    user: Option<String>,
+    temperature: Option<f32>,
+    seed: Option<u64>,
+    /// `standard` (default) or `next_edit_suggestion`; only standard is served.
+    mode: Option<String>,
+    debug_options: Option<DebugOptions>,
+    model: Option<String>,
+}
+
+/// Dispatches on the body's shape.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = state.authenticate(&headers)?;
+    let value: Value = parse_json(&body)?;
+    let Some(obj) = value.as_object() else {
+        return Err(ApiError::unprocessable(
+            "the request body must be a JSON object",
+        ));
+    };
+    if obj.contains_key("segments") {
+        let req: TabbyRequest = serde_json::from_value(value).map_err(|e| {
+            ApiError::unprocessable(format!("invalid Tabby completion request: {e}"))
+        })?;
+        tabby(state, caller, req).await
+    } else if obj.contains_key("prompt") {
+        openai::legacy_completions(state, caller, value).await
+    } else {
+        Err(ApiError::unprocessable(
+            "expected `segments` (Tabby's completion request) or `prompt` (OpenAI's completions request)",
+        ))
+    }
+}
+
+fn language_of(req: &TabbyRequest) -> String {
+    req.language
+        .clone()
+        .filter(|l| !l.is_empty() && l != "unknown")
+        .or_else(|| {
+            req.segments
+                .filepath
+                .as_deref()
+                .and_then(indexer::Language::from_path)
+                .map(|l| l.name().to_string())
+        })
+        .unwrap_or_else(|| "text".into())
+}
+
+async fn tabby(
+    state: Arc<AppState>,
+    caller: Caller,
+    mut req: TabbyRequest,
+) -> Result<Response, ApiError> {
+    state.check_model(req.model.as_deref())?;
+    if let Some(mode) = req.mode.as_deref()
+        && mode != "standard"
+    {
+        return Err(ApiError::unprocessable(format!(
+            "completion mode `{mode}` is not supported; use `standard`"
+        )));
+    }
+    let permit = state.admit(&caller)?;
+    let cfg = &state.config.completion;
+    let model = state.engine.model().clone();
+    let language = language_of(&req);
+    let seg = &req.segments;
+    let suffix = seg.suffix.clone().unwrap_or_default();
+    let filepath = seg.filepath.clone().unwrap_or_default();
+    let debug = req.debug_options.take().unwrap_or_default();
+
+    let mut snippets: Vec<ContextSnippet> = Vec::new();
+    for d in seg.declarations.iter().flatten() {
+        snippets.push(ContextSnippet {
+            path: d.filepath.clone(),
+            text: d.body.clone(),
+            source: "declaration",
+            repo: None,
+        });
+    }
+    if !debug.disable_retrieval_augmented_code_completion {
+        snippets.extend(retrieve(
+            &state,
+            &caller,
+            &req,
+            &language,
+            cfg.snippet_tokens,
+        )?);
+    }
+    for s in seg
+        .relevant_snippets_from_changed_files
+        .iter()
+        .flatten()
+        .chain(
+            seg.relevant_snippets_from_recently_opened_files
+                .iter()
+                .flatten(),
+        )
+    {
+        if !snippets.iter().any(|k| k.text.trim() == s.body.trim()) {
+            snippets.push(ContextSnippet {
+                path: s.filepath.clone(),
+                text: s.body.clone(),
+                source: "changed_file",
+                repo: None,
+            });
+        }
+    }
+    if let Some(clip) = seg.clipboard.as_deref()
+        && !clip.trim().is_empty()
+        && clip.lines().count() <= 20
+    {
+        snippets.push(ContextSnippet {
+            path: "clipboard".into(),
+            text: clip.to_string(),
+            source: "clipboard",
+            repo: None,
+        });
+    }
+
+    let built = prompt::build(
+        &model,
+        &language,
+        &seg.prefix,
+        &suffix,
+        &snippets,
+        Budgets {
+            prefix: cfg.prefix_tokens,
+            suffix: cfg.suffix_tokens,
+            snippets: cfg.snippet_tokens,
+        },
+    )?;
+    let mode = postprocess::mode(&seg.prefix, &suffix);
+    let (max_new_tokens, stop) = match mode {
+        Mode::SingleLine => (cfg.single_line_tokens, vec!["\n".to_string()]),
+        Mode::MultiLine => (cfg.multi_line_tokens, vec!["\n\n\n".to_string()]),
+    };
+    let temperature = req.temperature.unwrap_or(0.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::unprocessable(
+            "`temperature` must be between 0 and 2",
+        ));
+    }
+    let cancel = CancelToken::new();
+    let request = GenerationRequest {
+        prompt: built.tokens.clone(),
+        max_new_tokens,
+        sampling: SamplingParams {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+            seed: req.seed.unwrap_or(0),
+        },
+        stop,
+        cancel: cancel.clone(),
+    };
+    let who = req.user.clone().unwrap_or_else(|| caller.name.clone());
+    let key_user = format!("{}/{who}", caller.name);
+    let gen_id = state.start_generation(&key_user, &filepath, &cancel);
+    let running = generate::start(&state.engine, request);
+    let result = match running {
+        Ok(r) => r.collect().await,
+        Err(e) => Err(e),
+    };
+    state.end_generation(&key_user, &filepath, gen_id);
+    drop(permit);
+    let out = result?;
+    let cancelled = out.stats.finish_reason == engine::FinishReason::Cancelled;
+    let text = if cancelled {
+        None
+    } else {
+        postprocess::finish(&out.text, &seg.prefix, &suffix, mode, cfg.max_lines)
+    };
+    state.metrics.completion(match (&text, cancelled) {
+        (_, true) => "cancelled",
+        (None, _) => "empty",
+        (Some(_), _) => "shown",
+    });
+    let id = state.new_id("cmpl");
+    let choices: Vec<Value> = text
+        .iter()
+        .map(|t| json!({"index": 0, "text": t}))
+        .collect();
+    let mut body = json!({"id": id, "choices": choices});
+    if debug.return_snippets || debug.return_prompt {
+        let mut data = json!({});
+        if debug.return_snippets {
+            data["snippets"] = serde_json::to_value(&built.snippets)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        if debug.return_prompt {
+            data["prompt"] = json!(built.prefix_text);
+            data["suffix"] = json!(built.suffix_text);
+            data["raw_completion"] = json!(out.text);
+        }
+        body["debug_data"] = data;
+    }
+    let mut response = Json(body).into_response();
+    response.extensions_mut().insert(AuditInfo {
+        caller: Some(caller.name),
+        prompt_tokens: Some(out.stats.prompt_tokens as i64),
+        completion_tokens: Some(out.stats.generated_tokens as i64),
+        prompt: Some(format!(
+            "{}<CURSOR>{}",
+            built.prefix_text, built.suffix_text
+        )),
+        completion: text,
+    });
+    Ok(response)
+}
+
+/// Snippets from the code index for the cursor, limited to the caller's repositories.
+fn retrieve(
+    state: &AppState,
+    caller: &Caller,
+    req: &TabbyRequest,
+    language: &str,
+    budget: usize,
+) -> Result<Vec<ContextSnippet>, ApiError> {
+    let Some(index) = &state.index else {
+        return Ok(Vec::new());
+    };
+    let seg = &req.segments;
+    let filepath = seg.filepath.as_deref().unwrap_or("");
+    let repos = state.repos_for(caller, seg.git_url.as_deref(), filepath);
+    if repos.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A path inside a known repository is matched repository-relative.
+    let relative = state
+        .repos
+        .read()
+        .ok()
+        .and_then(|known| {
+            known
+                .iter()
+                .filter(|r| repos.contains(&r.name))
+                .find_map(|r| {
+                    std::path::Path::new(filepath)
+                        .strip_prefix(&r.path)
+                        .ok()
+                        .map(|p| p.to_string_lossy().into_owned())
+                })
+        })
+        .unwrap_or_else(|| filepath.to_string());
+    let suffix = seg.suffix.as_deref().unwrap_or("");
+    let mut request = RetrievalRequest::new(&repos, &relative, &seg.prefix, suffix, budget);
+    request.language = Some(language);
+    let tokenizer = state.engine.model().tokenizer();
+    let count = |text: &str| {
+        tokenizer
+            .encode(text)
+            .map(|t| t.len())
+            .unwrap_or(text.len())
+    };
+    let found = index
+        .retrieve(&request, &count)
+        .map_err(|e| ApiError::internal(format!("retrieval failed: {e}")))?;
+    Ok(found
+        .into_iter()
+        .filter(|s| caller.repos.allows(&s.repo))
+        .map(|s| ContextSnippet {
+            path: s.path,
+            text: s.text,
+            source: "index",
+            repo: Some(s.repo),
+        })
+        .collect())
+}

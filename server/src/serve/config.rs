@@ -1,0 +1,260 @@
+//! The server's TOML configuration: one file, every key optional, unknown keys rejected.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Everything `souffleur serve` can be configured with.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where to listen.
+    pub server: ServerSection,
+    /// Which model to serve.
+    pub model: ModelSection,
+    /// Request limits.
+    pub limits: LimitsSection,
+    /// Completion behaviour.
+    pub completion: CompletionSection,
+    /// The code index used for context.
+    pub index: IndexSection,
+    /// What the audit log records.
+    pub audit: AuditSection,
+    /// The batching scheduler.
+    pub scheduler: SchedulerSection,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to bind.
+    pub host: IpAddr,
+    /// Port to bind (0 picks a free one and prints it).
+    pub port: u16,
+    /// Serve without tokens (single user; loopback only).
+    pub local: bool,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8347,
+            local: false,
+        }
+    }
+}
+
+/// `[model]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// Model file or directory (default: the built-in default model).
+    pub path: Option<PathBuf>,
+    /// Expected SHA-256 of the model; the server refuses to start on a mismatch.
+    pub sha256: Option<String>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest request body in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Most prompt tokens of one request (413 above).
+    pub max_prompt_tokens: usize,
+    /// Largest `max_tokens` a request may ask for (422 above).
+    pub max_tokens: usize,
+    /// Requests one token may have in flight at once (429 above).
+    pub max_concurrent_per_token: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_prompt_tokens: 4096,
+            max_tokens: 512,
+            max_concurrent_per_token: 8,
+        }
+    }
+}
+
+/// `[completion]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompletionSection {
+    /// Token budget of the text before the cursor.
+    pub prefix_tokens: usize,
+    /// Token budget of the text after the cursor (FIM models only).
+    pub suffix_tokens: usize,
+    /// Token budget of retrieved and client-sent snippets.
+    pub snippet_tokens: usize,
+    /// New tokens for a single-line completion.
+    pub single_line_tokens: usize,
+    /// New tokens for a multi-line completion.
+    pub multi_line_tokens: usize,
+    /// Most lines of a multi-line completion.
+    pub max_lines: usize,
+}
+
+impl Default for CompletionSection {
+    fn default() -> Self {
+        Self {
+            prefix_tokens: 768,
+            suffix_tokens: 256,
+            snippet_tokens: 384,
+            single_line_tokens: 32,
+            multi_line_tokens: 96,
+            max_lines: 12,
+        }
+    }
+}
+
+/// `[index]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexSection {
+    /// Index directory (default: `<home>/index`); the server runs without one if absent.
+    pub path: Option<PathBuf>,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Also store prompts and completions in the audit log (off: metadata only).
+    pub store_code: bool,
+}
+
+/// `[scheduler]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    /// Most sequences decoding at once.
+    pub max_active: usize,
+    /// Most tokens in one forward pass.
+    pub max_batch_tokens: usize,
+    /// MiB of key/value state kept for prefix reuse.
+    pub prefix_cache_mib: usize,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        Self {
+            max_active: 16,
+            max_batch_tokens: 512,
+            prefix_cache_mib: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`; errors name the file and the offending key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("limits.max_body_bytes", self.limits.max_body_bytes),
+            ("limits.max_prompt_tokens", self.limits.max_prompt_tokens),
+            ("limits.max_tokens", self.limits.max_tokens),
+            (
+                "limits.max_concurrent_per_token",
+                self.limits.max_concurrent_per_token,
+            ),
+            ("completion.prefix_tokens", self.completion.prefix_tokens),
+            (
+                "completion.single_line_tokens",
+                self.completion.single_line_tokens,
+            ),
+            (
+                "completion.multi_line_tokens",
+                self.completion.multi_line_tokens,
+            ),
+            ("completion.max_lines", self.completion.max_lines),
+            ("scheduler.max_active", self.scheduler.max_active),
+            (
+                "scheduler.max_batch_tokens",
+                self.scheduler.max_batch_tokens,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                bail!("`{key}` must be greater than 0");
+            }
+        }
+        if self.scheduler.max_batch_tokens < self.scheduler.max_active {
+            bail!("`scheduler.max_batch_tokens` must be at least `scheduler.max_active`");
+        }
+        let budget = self.completion.prefix_tokens
+            + self.completion.suffix_tokens
+            + self.completion.snippet_tokens;
+        if budget > self.limits.max_prompt_tokens {
+            bail!(
+                "`completion.prefix_tokens` + `completion.suffix_tokens` + `completion.snippet_tokens` ({budget}) exceed `limits.max_prompt_tokens` ({})",
+                self.limits.max_prompt_tokens
+            );
+        }
+        if let Some(sum) = &self.model.sha256
+            && (sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            bail!("`model.sha256` must be 64 hex digits");
+        }
+        if self.server.local && !self.server.host.is_loopback() {
+            bail!(
+                "`server.local` serves without tokens and only binds loopback, not {}",
+                self.server.host
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_valid_and_loopback() {
+        let c = Config::parse("").expect("defaults");
+        assert!(c.server.host.is_loopback());
+        assert!(!c.audit.store_code);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[limits]\nmax_tokenz = 3\n").expect_err("unknown key");
+        assert!(format!("{err:#}").contains("max_tokenz"), "{err:#}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let err = Config::parse("[server]\nport = \"eighty\"\n").expect_err("bad type");
+        assert!(format!("{err:#}").contains("port"), "{err:#}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        let err = Config::parse("[limits]\nmax_tokens = 0\n").expect_err("zero");
+        assert!(format!("{err:#}").contains("limits.max_tokens"));
+        let err = Config::parse("[server]\nlocal = true\nhost = \"0.0.0.0\"\n").expect_err("local");
+        assert!(format!("{err:#}").contains("loopback"));
+        let err = Config::parse("[model]\nsha256 = \"abc\"\n").expect_err("sha");
+        assert!(format!("{err:#}").contains("model.sha256"));
+    }
+}
