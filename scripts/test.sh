@@ -15,6 +15,12 @@ cargo build --workspace --all-targets
 echo "== default model"
 target/debug/souffleur model fetch-default
 
+echo "== end-to-end client: the official openai Python package"
+if ! .venv-e2e/bin/python -c "import openai" 2>/dev/null; then
+  python3 -m venv .venv-e2e
+  .venv-e2e/bin/pip install -q "openai==2.54.0"
+fi
+
 echo "== crate boundaries (ARCHITECTURE.md invariants)"
 for crate in engine indexer; do
   for forbidden in axum tower-lsp-server hyper; do

@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Model file or directory (default: the built-in default model).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Exit when standard input closes (for supervisors and tests that own the process).
+    #[arg(long, hide = true)]
+    exit_on_stdin_close: bool,
 }
 
 /// What a handler tells the audit middleware about a model call.
@@ -96,6 +99,13 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
     }
     config.validate()?;
 
+    if args.exit_on_stdin_close {
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            std::process::exit(0);
+        });
+    }
     let model_path = crate::model_store::resolve(home, config.model.path.as_deref())?;
     let sha256 = crate::model_store::checksum(&model_path)?;
     if let Some(pin) = &config.model.sha256

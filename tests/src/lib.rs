@@ -1,0 +1,268 @@
+//! Harness of the end-to-end tests: a home directory with the default model, two
+//! real git repositories indexed by the real `souffleur` binary, tokens made with its
+//! CLI, and a server started on a free loopback port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The built `souffleur` binary (`SOUFFLEUR_BIN`, else the workspace's target dir).
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SOUFFLEUR_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("debug").join("souffleur");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p server` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The default model file the tests serve.
+pub fn default_model() -> PathBuf {
+    let home = std::env::var_os("SOUFFLEUR_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".souffleur")))
+        .expect("SOUFFLEUR_HOME or HOME");
+    let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "default model missing at {}: run `souffleur model fetch-default`",
+        path.display()
+    );
+    path
+}
+
+/// Runs the binary with `args` in `home`; returns stdout, failing the test on error.
+pub fn souffleur(home: &Path, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .args(args)
+        .env("SOUFFLEUR_HOME", home)
+        .output()
+        .expect("run souffleur");
+    assert!(
+        out.status.success(),
+        "souffleur {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "e2e")
+        .env("GIT_AUTHOR_EMAIL", "e2e@example.invalid")
+        .env("GIT_COMMITTER_NAME", "e2e")
+        .env("GIT_COMMITTER_EMAIL", "e2e@example.invalid")
+        .status()
+        .expect("run git");
+    assert!(status.success(), "git {args:?} failed");
+}
+
+/// Creates a git repository at `dir` with `files` committed.
+pub fn make_repo(dir: &Path, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).expect("repo dir");
+    git(dir, &["init", "-q", "-b", "main"]);
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dirs");
+        std::fs::write(p, text).expect("write file");
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "initial"]);
+}
+
+/// A running server and what the tests need to talk to it.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// An admin token.
+    pub admin: String,
+    /// A user token that may only see the `alpha` repository.
+    pub alpha_user: String,
+    /// The home directory (model, index, database).
+    pub home: PathBuf,
+    _dir: tempfile::TempDir,
+    _child: ChildGuard,
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Python source of repository `alpha`.
+pub const ALPHA_BILLING: &str = "\
+def compute_invoice_total(items, tax_rate):
+    \"\"\"Sum of item prices plus tax.\"\"\"
+    subtotal = sum(item.price * item.quantity for item in items)
+    return subtotal * (1 + tax_rate)
+
+
+class Invoice:
+    def __init__(self, customer, items):
+        self.customer = customer
+        self.items = items
+
+    def total(self, tax_rate=0.19):
+        return compute_invoice_total(self.items, tax_rate)
+";
+
+/// Python source of repository `beta`, which the `alpha` token must never see.
+pub const BETA_SECRET: &str = "\
+def render_secret_banner(user, clearance_level):
+    \"\"\"Only for the beta team.\"\"\"
+    if clearance_level < 3:
+        raise PermissionError(user)
+    return f\"TOP SECRET for {user}\"
+";
+
+/// The server shared by all tests of one test binary.
+pub fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(start)
+}
+
+fn start() -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("models")).expect("models dir");
+    let model = default_model();
+    std::os::unix::fs::symlink(
+        &model,
+        home.join("models").join(model.file_name().expect("name")),
+    )
+    .expect("link model");
+    let alpha = dir.path().join("alpha");
+    make_repo(
+        &alpha,
+        &[
+            ("billing.py", ALPHA_BILLING),
+            (
+                "report.py",
+                "from billing import Invoice\n\n\ndef monthly_report(invoices):\n    return [i.total() for i in invoices]\n",
+            ),
+        ],
+    );
+    let beta = dir.path().join("beta");
+    make_repo(&beta, &[("banner.py", BETA_SECRET)]);
+    for (path, name) in [(&alpha, "alpha"), (&beta, "beta")] {
+        souffleur(
+            &home,
+            &[
+                "index",
+                "add",
+                path.to_str().expect("utf-8 path"),
+                "--name",
+                name,
+            ],
+        );
+    }
+    let token = |args: &[&str]| -> String {
+        let out = souffleur(&home, args);
+        out.lines().last().expect("token line").trim().to_string()
+    };
+    let admin = token(&["token", "create", "--name", "admin", "--role", "admin"]);
+    let alpha_user = token(&["token", "create", "--name", "alice", "--repos", "alpha"]);
+    std::fs::write(
+        home.join("config.toml"),
+        "[limits]\nmax_body_bytes = 65536\nmax_prompt_tokens = 2000\nmax_tokens = 64\nmax_concurrent_per_token = 6\n\n[completion]\nmulti_line_tokens = 64\n",
+    )
+    .expect("config");
+    let mut child = Command::new(binary())
+        .args(["serve", "--port", "0", "--exit-on-stdin-close"])
+        .env("SOUFFLEUR_HOME", &home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("server banner");
+    // Keep draining the server's stdout so it never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
+        .to_string();
+    TestServer {
+        url,
+        admin,
+        alpha_user,
+        home,
+        _dir: dir,
+        _child: ChildGuard(child),
+    }
+}
+
+/// A response: status and body text.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Body text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// POSTs `body` (raw) to `path` with an optional bearer token.
+pub fn post(path: &str, token: Option<&str>, body: &str) -> Reply {
+    let s = server();
+    let mut req = agent()
+        .post(format!("{}{path}", s.url))
+        .header("Content-Type", "application/json");
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req.send(body).expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    Reply { status, body }
+}
+
+/// GETs `path` with an optional bearer token.
+pub fn get(path: &str, token: Option<&str>) -> Reply {
+    let s = server();
+    let mut req = agent().get(format!("{}{path}", s.url));
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req.call().expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    Reply { status, body }
+}
