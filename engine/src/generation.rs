@@ -41,6 +41,8 @@ pub struct GenerationRequest {
     pub stop: Vec<String>,
     /// Cancels the job.
     pub cancel: CancelToken,
+    /// Speculative decoding (never changes greedy output).
+    pub speculation: crate::speculation::Speculation,
 }
 
 impl GenerationRequest {
@@ -52,6 +54,7 @@ impl GenerationRequest {
             sampling: SamplingParams::greedy(),
             stop: Vec::new(),
             cancel: CancelToken::new(),
+            speculation: crate::speculation::Speculation::default(),
         }
     }
 }
@@ -93,6 +96,10 @@ pub struct GenerationStats {
     pub generated_tokens: usize,
     /// Forward passes this sequence took part in while decoding.
     pub decode_steps: usize,
+    /// Tokens proposed by speculative drafting.
+    pub drafted_tokens: usize,
+    /// Drafted tokens the model confirmed.
+    pub accepted_tokens: usize,
     /// From submission to the first generated token.
     pub time_to_first_token: Duration,
     /// From submission to the end.

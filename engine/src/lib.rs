@@ -28,6 +28,7 @@ pub mod model;
 mod prefix_cache;
 pub mod sampling;
 pub mod scheduler;
+pub mod speculation;
 pub mod stop;
 pub mod tokenizer;
 
@@ -40,4 +41,5 @@ pub use generation::{
 pub use model::{Model, ModelFormat, ModelInfo};
 pub use sampling::SamplingParams;
 pub use scheduler::{Engine, EngineCounters, SchedulerConfig};
+pub use speculation::Speculation;
 pub use tokenizer::Tokenizer;

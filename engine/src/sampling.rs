@@ -184,6 +184,40 @@ impl Sampler {
     }
 }
 
+impl Sampler {
+    /// Checks a drafted token against `logits`: returns the token to emit and whether
+    /// it is the draft. Greedy: the draft is kept iff it is the argmax. Sampling: the
+    /// draft is kept with its probability, else a token is drawn from the distribution
+    /// without it, which leaves the output distribution exactly that of plain sampling.
+    pub fn verify(&mut self, logits: &[f32], draft: u32) -> (u32, bool) {
+        if self.params.is_greedy() {
+            let t = argmax(logits);
+            return (t, t == draft);
+        }
+        let dist = filtered_distribution(logits, &self.params);
+        let p_draft = dist
+            .iter()
+            .find(|(id, _)| *id == draft)
+            .map(|d| d.1)
+            .unwrap_or(0.0);
+        if self.rng.uniform() < p_draft {
+            return (draft, true);
+        }
+        let rest = 1.0 - p_draft;
+        let r = self.rng.uniform() * rest;
+        let mut acc = 0.0;
+        let mut last = None;
+        for &(id, p) in dist.iter().filter(|(id, _)| *id != draft) {
+            acc += p;
+            last = Some(id);
+            if r < acc {
+                return (id, false);
+            }
+        }
+        (last.unwrap_or(draft), last.is_none())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use crate::model::Model;
 use crate::model::transformer::{LogitsWanted, StepInput};
 use crate::prefix_cache::PrefixCache;
 use crate::sampling::Sampler;
+use crate::speculation::Drafter;
 use crate::stop::StopMatcher;
 use crate::tokenizer::StreamDecoder;
 
@@ -67,6 +68,10 @@ pub struct EngineCounters {
     pub reused_prompt_tokens: AtomicU64,
     /// Bytes held by the prefix cache now.
     pub prefix_cache_bytes: AtomicU64,
+    /// Tokens proposed by speculative drafting.
+    pub drafted_tokens: AtomicU64,
+    /// Drafted tokens the model confirmed.
+    pub accepted_tokens: AtomicU64,
 }
 
 struct Job {
@@ -209,6 +214,9 @@ struct Sequence {
     stop: StopMatcher,
     first_token: Option<Duration>,
     decode_steps: usize,
+    /// Generated tokens whose key/value state is in the cache.
+    fed_generated: usize,
+    drafter: Option<Drafter>,
     finished: Option<FinishReason>,
     sink_gone: bool,
 }
@@ -217,6 +225,7 @@ impl Sequence {
     fn new(job: Job, cache: KvCache, reused: usize) -> Self {
         let sampler = Sampler::new(job.request.sampling.clone());
         let stop = StopMatcher::new(&job.request.stop);
+        let drafter = Drafter::new(job.request.speculation);
         Self {
             job,
             cache,
@@ -231,6 +240,8 @@ impl Sequence {
             stop,
             first_token: None,
             decode_steps: 0,
+            fed_generated: 0,
+            drafter,
             finished: None,
             sink_gone: false,
         }
@@ -284,8 +295,8 @@ impl Sequence {
         }
         let mut tokens = self.job.request.prompt[..self.fed].to_vec();
         if self.fed == self.job.request.prompt.len() {
-            tokens
-                .extend_from_slice(&self.generated[..self.decode_steps.min(self.generated.len())]);
+            let n = self.fed_generated.min(self.generated.len());
+            tokens.extend_from_slice(&self.generated[..n]);
         }
         (tokens.len() == self.cache.len()).then_some(tokens)
     }
@@ -306,6 +317,8 @@ impl Sequence {
             cached_prompt_tokens: self.reused,
             generated_tokens: self.generated.len(),
             decode_steps: self.decode_steps,
+            drafted_tokens: self.drafter.as_ref().map_or(0, |d| d.totals().0),
+            accepted_tokens: self.drafter.as_ref().map_or(0, |d| d.totals().1),
             time_to_first_token: self.first_token.unwrap_or_default(),
             total_time: self.job.submitted.elapsed(),
         };
@@ -359,6 +372,8 @@ impl Worker {
                     cached_prompt_tokens: 0,
                     generated_tokens: 0,
                     decode_steps: 0,
+                    drafted_tokens: 0,
+                    accepted_tokens: 0,
                     time_to_first_token: Duration::ZERO,
                     total_time: job.submitted.elapsed(),
                 };
@@ -412,11 +427,25 @@ impl Worker {
     fn step(&mut self) {
         let mut budget = self.config.max_batch_tokens;
         let decoding = self.active.iter().filter(|s| s.pending.is_some()).count();
-        let mut plan: Vec<(usize, usize)> = Vec::new(); // (sequence index, prompt tokens to feed)
+        // (sequence index, prompt tokens to feed, draft tokens to verify)
+        let mut plan: Vec<(usize, usize, Vec<u32>)> = Vec::new();
         for (i, seq) in self.active.iter().enumerate() {
             if seq.pending.is_some() && budget > 0 {
-                plan.push((i, 0));
                 budget -= 1;
+                // Each sequence may draft from what is left of the budget's fair share.
+                let share = (budget / decoding.max(1)).min(budget);
+                let room = share.min(
+                    seq.job
+                        .request
+                        .max_new_tokens
+                        .saturating_sub(seq.generated.len()),
+                );
+                let draft = match &seq.drafter {
+                    Some(d) => d.propose(&seq.job.request.prompt, &seq.generated, room),
+                    None => Vec::new(),
+                };
+                budget -= draft.len();
+                plan.push((i, 0, draft));
             }
         }
         let chunk_cap = if decoding > 0 {
@@ -427,7 +456,7 @@ impl Worker {
         for (i, seq) in self.active.iter().enumerate() {
             if seq.pending.is_none() && seq.prompt_left() > 0 && budget > 0 {
                 let n = seq.prompt_left().min(chunk_cap).min(budget);
-                plan.push((i, n));
+                plan.push((i, n, Vec::new()));
                 budget -= n;
             }
         }
@@ -435,21 +464,33 @@ impl Worker {
             return;
         }
         let model = self.model.clone();
+        // Decoding sequences feed their pending token followed by their draft.
+        let fed_tokens: Vec<Vec<u32>> = plan
+            .iter()
+            .map(|(i, n, draft)| {
+                if *n == 0 {
+                    let mut t = vec![self.active[*i].pending.unwrap_or(0)];
+                    t.extend_from_slice(draft);
+                    t
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
         // Split borrows: each planned sequence lends its cache and tokens to the step.
-        let mut pending_tokens: Vec<[u32; 1]> = Vec::with_capacity(plan.len());
-        for &(i, n) in &plan {
-            pending_tokens.push([if n == 0 {
-                self.active[i].pending.unwrap_or(0)
-            } else {
-                0
-            }]);
-        }
         let mut slots: Vec<Option<&mut Sequence>> = self.active.iter_mut().map(Some).collect();
         let mut inputs = Vec::with_capacity(plan.len());
-        for (k, &(i, n)) in plan.iter().enumerate() {
-            let Some(seq) = slots[i].take() else { continue };
-            let (tokens, logits): (&[u32], LogitsWanted) = if n == 0 {
-                (&pending_tokens[k][..], LogitsWanted::Last)
+        for (k, (i, n, draft)) in plan.iter().enumerate() {
+            let Some(seq) = slots[*i].take() else {
+                continue;
+            };
+            let (tokens, logits): (&[u32], LogitsWanted) = if *n == 0 {
+                let wanted = if draft.is_empty() {
+                    LogitsWanted::Last
+                } else {
+                    LogitsWanted::All
+                };
+                (&fed_tokens[k][..], wanted)
             } else {
                 let start = seq.fed;
                 let last = start + n == seq.job.request.prompt.len();
@@ -475,8 +516,8 @@ impl Worker {
             Ok(o) => o,
             Err(e) => {
                 let msg = e.to_string();
-                for &(i, _) in &plan {
-                    let seq = &mut self.active[i];
+                for (i, _, _) in &plan {
+                    let seq = &mut self.active[*i];
                     seq.emit(GenerationEvent::Failed(EngineError::Compute(
                         candle_core::Error::Msg(msg.clone()),
                     )));
@@ -486,18 +527,18 @@ impl Worker {
                 return;
             }
         };
-        for (&(i, n), logits) in plan.iter().zip(outputs) {
-            let seq = &mut self.active[i];
-            if n > 0 {
+        for ((i, n, draft), logits) in plan.iter().zip(outputs) {
+            let seq = &mut self.active[*i];
+            if *n > 0 {
                 seq.fed += n;
                 self.counters
                     .prompt_tokens
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                    .fetch_add(*n as u64, Ordering::Relaxed);
             } else {
                 seq.decode_steps += 1;
             }
             let Some(logits) = logits else { continue };
-            let row = match logits.squeeze(0).and_then(|r| r.to_vec1::<f32>()) {
+            let rows = match logits.to_vec2::<f32>() {
                 Ok(r) => r,
                 Err(e) => {
                     seq.emit(GenerationEvent::Failed(EngineError::Compute(e)));
@@ -506,12 +547,45 @@ impl Worker {
                     continue;
                 }
             };
+            let before = seq.generated.len();
+            if *n == 0 {
+                // The pending token's state is now in the cache.
+                seq.fed_generated += 1;
+            }
             seq.pending = None;
-            let token = seq.sampler.sample(&row);
-            seq.accept(token, &model);
+            let mut accepted = 0;
+            for (r, row) in rows.iter().enumerate() {
+                let (token, is_draft) = match draft.get(r) {
+                    Some(&d) => seq.sampler.verify(row, d),
+                    None => (seq.sampler.sample(row), false),
+                };
+                seq.accept(token, &model);
+                if !is_draft || seq.finished.is_some() {
+                    accepted += usize::from(is_draft);
+                    break;
+                }
+                accepted += 1;
+                // The accepted draft token was fed in this step: its state is cached.
+                seq.fed_generated += 1;
+                seq.pending = None;
+            }
+            if !draft.is_empty() {
+                // Roll back the state of rejected draft tokens (a length change only).
+                let keep = seq.fed + seq.fed_generated;
+                seq.cache.truncate(keep);
+                if let Some(d) = seq.drafter.as_mut() {
+                    d.record(draft.len(), accepted);
+                }
+                self.counters
+                    .drafted_tokens
+                    .fetch_add(draft.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .accepted_tokens
+                    .fetch_add(accepted as u64, Ordering::Relaxed);
+            }
             self.counters
                 .generated_tokens
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add((seq.generated.len() - before) as u64, Ordering::Relaxed);
         }
     }
 }

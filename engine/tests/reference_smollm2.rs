@@ -169,3 +169,38 @@ fn logits_match_float64_dequantized_reference() {
         "top-1 agreement with the float64 reference {rate:.4} < {MIN_TOP1_AGREEMENT}"
     );
 }
+
+#[test]
+fn speculative_greedy_decoding_is_identical_on_the_default_model() {
+    let model = std::sync::Arc::new(Model::load(&default_model_path()).expect("default model"));
+    let engine = engine::Engine::start(
+        model.clone(),
+        engine::SchedulerConfig {
+            prefix_cache_bytes: 0,
+            ..Default::default()
+        },
+    )
+    .expect("engine");
+    let fx = json("smollm2_logits.json");
+    let (mut drafted, mut accepted) = (0, 0);
+    for p in fx["prompts"].as_array().expect("prompts") {
+        let prompt = ids(&p["prompt_ids"]);
+        let mut plain = engine::GenerationRequest::greedy(prompt.clone(), 32);
+        plain.speculation = engine::Speculation::Off;
+        let plain = engine.generate(plain).expect("plain");
+        for max_draft in [3, 8] {
+            let mut spec = engine::GenerationRequest::greedy(prompt.clone(), 32);
+            spec.speculation = engine::Speculation::Ngram { max_draft };
+            let spec = engine.generate(spec).expect("speculative");
+            assert_eq!(
+                spec.tokens, plain.tokens,
+                "{} (draft {max_draft})",
+                p["name"]
+            );
+            drafted += spec.stats.drafted_tokens;
+            accepted += spec.stats.accepted_tokens;
+        }
+    }
+    eprintln!("speculation: {accepted}/{drafted} drafted tokens accepted");
+    assert!(drafted > 0);
+}

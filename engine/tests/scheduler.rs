@@ -262,3 +262,112 @@ fn prefix_reuse_skips_shared_prompt_tokens_and_changes_no_output() {
     );
     assert!(c.prefix_hits.load(std::sync::atomic::Ordering::Relaxed) >= 2);
 }
+
+/// Prompts where prompt lookup finds drafts: repeated code patterns.
+fn repetitive_prompts(model: &Model) -> Vec<Vec<u32>> {
+    [
+        "a = 1\nb = 2\nc = 3\na = 1\nb =",
+        "fn one() -> u32 { 1 }\nfn two() -> u32 { 2 }\nfn three() -> u32 {",
+        "x.push(1);\nx.push(2);\nx.push(3);\nx.push(",
+        "SELECT id, name FROM users;\nSELECT id, name FROM",
+        "<li>one</li>\n<li>two</li>\n<li>",
+        "for i in range(10):\n    print(i)\nfor j in range(10):\n   ",
+    ]
+    .iter()
+    .map(|p| model.tokenizer().encode(p).expect("encode"))
+    .collect()
+}
+
+#[test]
+fn ngram_speculation_is_identical_to_plain_greedy_decoding() {
+    let model = tiny();
+    let mut all = repetitive_prompts(&model);
+    all.extend(prompts(&model));
+    let prompts = all;
+    let mut drafted = 0;
+    for max_draft in [1, 2, 4, 8] {
+        let engine = Engine::start(
+            model.clone(),
+            SchedulerConfig {
+                prefix_cache_bytes: 0,
+                ..SchedulerConfig::default()
+            },
+        )
+        .expect("engine");
+        // All prompts at once: drafted and plain sequences share forward passes.
+        let handles: Vec<_> = prompts
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let engine = engine.clone();
+                let mut req = GenerationRequest::greedy(p.clone(), 40);
+                req.speculation = if k % 3 == 2 {
+                    engine::Speculation::Off
+                } else {
+                    engine::Speculation::Ngram { max_draft }
+                };
+                std::thread::spawn(move || engine.generate(req).expect("generate"))
+            })
+            .collect();
+        for (p, h) in prompts.iter().zip(handles) {
+            let out = h.join().expect("thread");
+            assert_matches_plain(&model, p, &out.tokens, 40);
+            drafted += out.stats.drafted_tokens;
+            assert!(out.stats.accepted_tokens <= out.stats.drafted_tokens);
+        }
+    }
+    assert!(
+        drafted > 0,
+        "no drafts were made: the test would prove nothing"
+    );
+}
+
+#[test]
+fn ngram_speculation_keeps_the_sampling_distribution() {
+    // Plain and speculative sampling of the next 3 tokens with many seeds: the
+    // frequencies of the outcomes must agree within sampling noise.
+    let model = tiny();
+    let engine = Engine::start(model.clone(), SchedulerConfig::default()).expect("engine");
+    // The prompt repeats a greedy continuation, so prompt lookup drafts likely tokens.
+    let base = model.tokenizer().encode("let total = ").expect("encode");
+    let cont = greedy(&model, &base, 6);
+    let mut prompt = base.clone();
+    prompt.extend(&cont);
+    prompt.extend(&base);
+    let runs = 400u64;
+    let mut counts: std::collections::HashMap<(bool, Vec<u32>), f64> = Default::default();
+    let mut drafted = 0;
+    for seed in 0..runs {
+        for spec in [false, true] {
+            let mut req = GenerationRequest::greedy(prompt.clone(), 3);
+            req.sampling = SamplingParams {
+                temperature: 1.0,
+                top_k: 3,
+                top_p: 1.0,
+                seed: seed * 2 + u64::from(spec),
+            };
+            req.speculation = if spec {
+                engine::Speculation::Ngram { max_draft: 2 }
+            } else {
+                engine::Speculation::Off
+            };
+            let out = engine.generate(req).expect("generate");
+            drafted += out.stats.drafted_tokens;
+            *counts.entry((spec, out.tokens)).or_default() += 1.0;
+        }
+    }
+    assert!(drafted > 0, "speculation never drafted");
+    let outcomes: std::collections::BTreeSet<Vec<u32>> =
+        counts.keys().map(|(_, t)| t.clone()).collect();
+    // Total variation distance between the two empirical distributions.
+    let tv: f64 = outcomes
+        .iter()
+        .map(|o| {
+            let a = counts.get(&(false, o.clone())).copied().unwrap_or(0.0) / runs as f64;
+            let b = counts.get(&(true, o.clone())).copied().unwrap_or(0.0) / runs as f64;
+            (a - b).abs()
+        })
+        .sum::<f64>()
+        / 2.0;
+    assert!(tv < 0.15, "distributions differ: total variation {tv:.3}");
+}

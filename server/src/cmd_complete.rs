@@ -44,6 +44,10 @@ pub struct CompleteArgs {
     /// Print timing and token counts to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Speculative decoding: `off`, `ngram` or `ngram:K` (K = most drafted tokens per step).
+    /// Greedy output is identical with and without it.
+    #[arg(long, default_value = "ngram", value_parser = parse_speculation)]
+    pub speculate: engine::Speculation,
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -80,6 +84,7 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
         },
         stop: args.stop,
         cancel: Default::default(),
+        speculation: args.speculate,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;
@@ -94,12 +99,15 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
                 if args.stats {
                     let decode = stats.total_time.saturating_sub(stats.time_to_first_token);
                     eprintln!(
-                        "\n[{} prompt tokens, {} generated, first token {:.0} ms, {:.1} tok/s decode, finish: {}]",
+                        "\n[{} prompt tokens, {} generated, first token {:.0} ms, {:.1} tok/s decode, {} decode passes, {}/{} drafted tokens accepted, finish: {}]",
                         stats.prompt_tokens,
                         stats.generated_tokens,
                         stats.time_to_first_token.as_secs_f64() * 1e3,
                         stats.generated_tokens.saturating_sub(1) as f64
                             / decode.as_secs_f64().max(1e-9),
+                        stats.decode_steps,
+                        stats.accepted_tokens,
+                        stats.drafted_tokens,
                         stats.finish_reason.as_str()
                     );
                 }
@@ -109,4 +117,13 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
         }
     }
     bail!("the engine stopped before finishing")
+}
+
+/// Parses `--speculate`.
+fn parse_speculation(s: &str) -> Result<engine::Speculation, String> {
+    if s.starts_with("draft:") {
+        return Err("draft-model speculation is not available yet; use `ngram` or `off`".into());
+    }
+    engine::Speculation::parse(s)
+        .ok_or_else(|| format!("`{s}` is not `off`, `ngram` or `ngram:K` with K in 1..=32"))
 }

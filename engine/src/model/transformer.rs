@@ -112,6 +112,26 @@ impl Transformer {
         let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?;
         let (keys, values) = cache.append(layer, &k, &v)?;
         let total = pos + t;
+        if t > 1 && t <= EXACT_ROWS {
+            // Row by row, each exactly as a one-token decode step at its position would
+            // compute it: speculative verification then reproduces plain decoding bit
+            // for bit (batched matmuls of other shapes round differently).
+            let scale = 1.0 / (hd as f64).sqrt();
+            let mut rows = Vec::with_capacity(t);
+            for i in 0..t {
+                let qi = (q
+                    .narrow(1, i, 1)?
+                    .contiguous()?
+                    .reshape((nkv, groups, hd))?
+                    * scale)?;
+                let len = pos + i + 1;
+                let scores = qi.matmul(&keys.narrow(1, 0, len)?.t()?)?;
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                let out = probs.matmul(&values.narrow(1, 0, len)?.contiguous()?)?;
+                rows.push(out.reshape((1, nh * hd))?);
+            }
+            return Ok(Tensor::cat(&rows, 0)?);
+        }
         let q = (q.contiguous()?.reshape((nkv, groups * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
         let scores = q.matmul(&keys.t()?)?;
         let scores = if t > 1 {
@@ -234,6 +254,9 @@ impl Transformer {
             .collect()
     }
 }
+
+/// Inputs of at most this many tokens get attention computed row by row (see `attention`).
+const EXACT_ROWS: usize = 16;
 
 /// Index of the largest value in each row of `logits` (`[rows, vocab]`).
 pub fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {

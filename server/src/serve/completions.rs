@@ -216,6 +216,7 @@ async fn tabby(
         },
         stop,
         cancel: cancel.clone(),
+        speculation: state.speculation,
     };
     let who = req.user.clone().unwrap_or_else(|| caller.name.clone());
     let key_user = format!("{}/{who}", caller.name);

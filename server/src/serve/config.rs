@@ -140,6 +140,20 @@ pub struct SchedulerSection {
     pub max_batch_tokens: usize,
     /// MiB of key/value state kept for prefix reuse.
     pub prefix_cache_mib: usize,
+    /// Speculative decoding: `off`, `ngram` or `ngram:K`.
+    pub speculation: String,
+}
+
+impl SchedulerSection {
+    /// The parsed `speculation` setting.
+    pub fn speculation(&self) -> Result<engine::Speculation> {
+        engine::Speculation::parse(&self.speculation).ok_or_else(|| {
+            anyhow::anyhow!(
+                "`scheduler.speculation` must be `off`, `ngram` or `ngram:K` (K in 1..=32), not `{}`",
+                self.speculation
+            )
+        })
+    }
 }
 
 impl Default for SchedulerSection {
@@ -148,6 +162,7 @@ impl Default for SchedulerSection {
             max_active: 16,
             max_batch_tokens: 512,
             prefix_cache_mib: 256,
+            speculation: "ngram".into(),
         }
     }
 }
@@ -210,6 +225,7 @@ impl Config {
                 self.limits.max_prompt_tokens
             );
         }
+        self.scheduler.speculation()?;
         if let Some(sum) = &self.model.sha256
             && (sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()))
         {

@@ -171,6 +171,7 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
         per_caller: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         started: Instant::now(),
+        speculation: config.scheduler.speculation()?,
     });
     refresh(&state, &token_store);
 

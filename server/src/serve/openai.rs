@@ -174,6 +174,7 @@ fn generation(
         },
         stop,
         cancel: CancelToken::new(),
+        speculation: state.speculation,
     };
     Ok((request, common.stream, include_usage))
 }

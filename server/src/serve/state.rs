@@ -55,6 +55,8 @@ pub struct AppState {
     pub next_id: AtomicU64,
     /// When the server started.
     pub started: Instant,
+    /// Speculative decoding for every request.
+    pub speculation: engine::Speculation,
 }
 
 /// An indexed repository as the completion path needs it (no disk access per request).
