@@ -111,6 +111,24 @@ fn openai_legacy_completions_are_deterministic_at_temperature_zero() {
 }
 
 #[test]
+fn speculation_per_request_changes_no_greedy_output() {
+    let prompt = "a = [1, 2, 3]\nb = [1, 2, 3]\nc = [1,";
+    let ask = |spec: &str| {
+        let body =
+            json!({"prompt": prompt, "max_tokens": 24, "temperature": 0, "speculation": spec});
+        let r = post("/v1/completions", Some(&server().admin), &body.to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["choices"][0]["text"]
+            .as_str()
+            .expect("text")
+            .to_string()
+    };
+    let plain = ask("off");
+    assert_eq!(ask("ngram"), plain);
+    assert_eq!(ask("ngram:2"), plain);
+}
+
+#[test]
 fn chat_streams_server_sent_events_that_end_with_done() {
     let body = json!({"messages": [{"role": "user", "content": "Write a Python hello world."}],
                       "max_tokens": 16, "temperature": 0, "stream": true,
@@ -192,6 +210,11 @@ fn bad_requests_get_json_errors_with_the_right_status_and_the_server_keeps_servi
             422,
         ),
         ("/v1/events", json!({"no_type": true}).to_string(), 422),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "speculation": "magic"}).to_string(),
+            422,
+        ),
         ("/v1/nope", "{}".into(), 404),
     ];
     for (path, body, status) in cases {

@@ -23,6 +23,13 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A greedy request without speculation, as llama.cpp decodes (the apples-to-apples run).
+fn plain(prompt: Vec<u32>, n: usize) -> GenerationRequest {
+    let mut req = GenerationRequest::greedy(prompt, n);
+    req.speculation = engine::Speculation::Off;
+    req
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -46,13 +53,20 @@ fn main() -> Result<()> {
         bail!("prompt file has only {} tokens, need 512", all.len());
     }
     let prompt: Vec<u32> = all[..512].to_vec();
-    let engine = Engine::start(model.clone(), SchedulerConfig::default())?;
+    // No prefix cache: every run computes its whole prompt, as llama.cpp does here.
+    let engine = Engine::start(
+        model.clone(),
+        SchedulerConfig {
+            prefix_cache_bytes: 0,
+            ..SchedulerConfig::default()
+        },
+    )?;
     // Warm-up.
-    engine.generate(GenerationRequest::greedy(prompt[..64].to_vec(), 4))?;
+    engine.generate(plain(prompt[..64].to_vec(), 4))?;
 
     let mut ttft = Vec::new();
     for _ in 0..runs {
-        let out = engine.generate(GenerationRequest::greedy(prompt.clone(), 1))?;
+        let out = engine.generate(plain(prompt.clone(), 1))?;
         ttft.push(out.stats.time_to_first_token.as_secs_f64() * 1e3);
     }
     ttft.sort_by(f64::total_cmp);
@@ -61,7 +75,7 @@ fn main() -> Result<()> {
     let decode_tokens = 128;
     let mut decode_rates = Vec::new();
     for _ in 0..runs.min(3) {
-        let mut req = GenerationRequest::greedy(prompt[..128].to_vec(), decode_tokens);
+        let mut req = plain(prompt[..128].to_vec(), decode_tokens);
         req.stop.clear();
         let out = engine.generate(req)?;
         let decode = out.stats.total_time - out.stats.time_to_first_token;
@@ -76,7 +90,7 @@ fn main() -> Result<()> {
         .map(|i| {
             let engine = engine.clone();
             let p = prompt[i * 16..i * 16 + 128].to_vec();
-            std::thread::spawn(move || engine.generate(GenerationRequest::greedy(p, decode_tokens)))
+            std::thread::spawn(move || engine.generate(plain(p, decode_tokens)))
         })
         .collect();
     let mut total_tokens = 0;

@@ -86,7 +86,8 @@ fn parse_args() -> Result<Args> {
     }
     let usage = "usage: load_gen --souffleur BIN --home DIR --corpus REPO --tokens FILE \
                  [--levels 1,4,16] [--warmup SECS] [--duration SECS] [--seed N] [--json FILE]";
-    let (Some(souffleur), Some(home), Some(corpus), Some(tokens)) = (souffleur, home, corpus, tokens)
+    let (Some(souffleur), Some(home), Some(corpus), Some(tokens)) =
+        (souffleur, home, corpus, tokens)
     else {
         bail!(usage);
     };
@@ -134,7 +135,7 @@ impl Rng {
 
     /// True with probability `p`.
     fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 < p
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 }
 
@@ -185,9 +186,9 @@ fn body_sites(text: &str) -> Vec<Site> {
         }
         let fn_indent = indent(line);
         // The signature may span lines; the body opens where a line ends with `{`.
-        let Some(open) = (i..lines.len().min(i + 12))
-            .find(|&j| lines[j].1.trim_end().ends_with('{') || lines[j].1.trim_end().ends_with(';'))
-        else {
+        let Some(open) = (i..lines.len().min(i + 12)).find(|&j| {
+            lines[j].1.trim_end().ends_with('{') || lines[j].1.trim_end().ends_with(';')
+        }) else {
             i += 1;
             continue;
         };
@@ -256,7 +257,10 @@ fn load_corpus(root: &Path) -> Result<Vec<SourceFile>> {
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     if files.is_empty() {
-        bail!("no Rust files with function bodies under {}", root.display());
+        bail!(
+            "no Rust files with function bodies under {}",
+            root.display()
+        );
     }
     Ok(files)
 }
@@ -414,11 +418,9 @@ fn client(shared: &Shared, id: usize, seed: u64, deadline: Instant) -> Vec<Sampl
             };
             let shown = completion.as_deref().is_some_and(|t| !t.trim().is_empty());
             let matches_next = !next_true.is_empty()
-                && completion
-                    .as_deref()
-                    .is_some_and(|t| {
-                        t.starts_with(next_true) || (!t.is_empty() && next_true.starts_with(t))
-                    });
+                && completion.as_deref().is_some_and(|t| {
+                    t.starts_with(next_true) || (!t.is_empty() && next_true.starts_with(t))
+                });
             samples.push(Sample {
                 latency_ms,
                 error,
@@ -439,7 +441,12 @@ fn client(shared: &Shared, id: usize, seed: u64, deadline: Instant) -> Vec<Sampl
 
 /// Runs `clients` simulated developers for `duration`; returns their samples and the
 /// wall time from the start to the last response.
-fn run_phase(shared: &Arc<Shared>, clients: usize, seed: u64, duration: Duration) -> (Vec<Sample>, f64) {
+fn run_phase(
+    shared: &Arc<Shared>,
+    clients: usize,
+    seed: u64,
+    duration: Duration,
+) -> (Vec<Sample>, f64) {
     let started = Instant::now();
     let deadline = started + duration;
     let handles: Vec<_> = (0..clients)
@@ -495,11 +502,7 @@ impl Server {
             let mut sink = Vec::new();
             let _ = reader.read_to_end(&mut sink);
         });
-        Ok(Self {
-            child,
-            stdin,
-            url,
-        })
+        Ok(Self { child, stdin, url })
     }
 
     fn pid(&self) -> u32 {
@@ -632,7 +635,10 @@ fn run_level(
     if !args.warmup.is_zero() {
         let (warm, _) = run_phase(&shared, clients, level_seed ^ 0x5741_524D, args.warmup);
         let errors = warm.iter().filter(|s| s.error.is_some()).count();
-        eprintln!("load_gen:   warm-up: {} requests, {errors} errors", warm.len());
+        eprintln!(
+            "load_gen:   warm-up: {} requests, {errors} errors",
+            warm.len()
+        );
     }
     let m0 = metrics(&server.url, &tokens[0])?;
     let cpu0 = proc_cpu_secs(pid);
@@ -699,11 +705,13 @@ fn run_level(
 }
 
 fn fmt_ms(v: &Value) -> String {
-    v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{x:.0}"))
+    v.as_f64()
+        .map_or_else(|| "-".to_string(), |x| format!("{x:.0}"))
 }
 
 fn fmt_frac(v: &Value) -> String {
-    v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{:.1} %", x * 100.0))
+    v.as_f64()
+        .map_or_else(|| "-".to_string(), |x| format!("{:.1} %", x * 100.0))
 }
 
 fn print_table(levels: &[Value]) {

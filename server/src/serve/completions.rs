@@ -67,6 +67,8 @@ struct TabbyRequest {
     mode: Option<String>,
     debug_options: Option<DebugOptions>,
     model: Option<String>,
+    /// Souffleur extension: `off`, `ngram` or `ngram:K` for this request.
+    speculation: Option<String>,
 }
 
 /// Dispatches on the body's shape.
@@ -216,7 +218,7 @@ async fn tabby(
         },
         stop,
         cancel: cancel.clone(),
-        speculation: state.speculation,
+        speculation: super::request_speculation(&state, req.speculation.as_deref())?,
     };
     let who = req.user.clone().unwrap_or_else(|| caller.name.clone());
     let key_user = format!("{}/{who}", caller.name);

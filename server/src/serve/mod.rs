@@ -262,6 +262,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The speculation a request asks for, or the server's default.
+fn request_speculation(
+    state: &AppState,
+    requested: Option<&str>,
+) -> Result<engine::Speculation, ApiError> {
+    match requested {
+        None => Ok(state.speculation),
+        Some(s) => engine::Speculation::parse(s).ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "`speculation` must be `off`, `ngram` or `ngram:K` (K in 1..=32), not `{s}`"
+            ))
+        }),
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
 }

@@ -68,6 +68,8 @@ struct Common {
     stream: bool,
     stream_options: Option<StreamOptions>,
     n: Option<usize>,
+    /// Souffleur extension: `off`, `ngram` or `ngram:K` for this request.
+    speculation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,7 +176,7 @@ fn generation(
         },
         stop,
         cancel: CancelToken::new(),
-        speculation: state.speculation,
+        speculation: super::request_speculation(state, common.speculation.as_deref())?,
     };
     Ok((request, common.stream, include_usage))
 }
