@@ -15,9 +15,12 @@
 #   MODEL      GGUF of the default model (default: $SOUFFLEUR_HOME/models/... or
 #              ~/.souffleur/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   CORPUS     repository source to copy (default: regex-automata from ~/.cargo/registry/src)
-#   LEVELS     client counts (default 1,4,16); WARMUP, DURATION in seconds (default 10, 60)
+#   LEVELS     client counts (default 1,4,16); DURATION of each measurement window in seconds
+#              (default 60); WARMUP: least warm-up in seconds (default 10; it also lasts until
+#              every client has had a response, at most MAX_WARMUP, default 240)
 #   SEED       (default 42); TOKENS: number of distinct tokens (default: the largest level;
 #              TOKENS=1 makes every client share one token and its limit)
+#   TRACE      file for one JSON line per measured request (latency, cursor, completion)
 #   CARGO_TARGET_DIR (default: target)
 set -euo pipefail
 
@@ -27,6 +30,7 @@ model="${MODEL:-$model_home/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 corpus_src="${CORPUS:-$(ls -d "$HOME"/.cargo/registry/src/*/regex-automata-0.4.* | sort -V | tail -n 1)}"
 levels="${LEVELS:-1,4,16}"
 warmup="${WARMUP:-10}"
+max_warmup="${MAX_WARMUP:-240}"
 duration="${DURATION:-60}"
 seed="${SEED:-42}"
 max_level="$(tr ',' '\n' <<<"$levels" | sort -n | tail -n 1)"
@@ -63,10 +67,13 @@ for i in $(seq 0 $((tokens - 1))); do
 done
 
 args=(--souffleur "$souffleur" --home "$SOUFFLEUR_HOME" --corpus "$work/$name"
-      --tokens "$work/tokens" --levels "$levels" --warmup "$warmup" --duration "$duration"
+      --tokens "$work/tokens" --levels "$levels" --warmup "$warmup" --max-warmup "$max_warmup" --duration "$duration"
       --seed "$seed")
 if [[ -n "$out" ]]; then
     args+=(--json "$out")
+fi
+if [[ -n "${TRACE:-}" ]]; then
+    args+=(--trace "$TRACE")
 fi
 echo "server $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo ' + uncommitted changes'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 "$bin_dir/load_gen" "${args[@]}"

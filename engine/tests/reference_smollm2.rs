@@ -182,23 +182,46 @@ fn speculative_greedy_decoding_is_identical_on_the_default_model() {
     )
     .expect("engine");
     let fx = json("smollm2_logits.json");
+    let prompts: Vec<Vec<u32>> = fx["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .map(|p| ids(&p["prompt_ids"]))
+        .collect();
+    // Plain decoding, one request at a time.
+    let plain: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut req = engine::GenerationRequest::greedy(p.clone(), 32);
+            req.speculation = engine::Speculation::Off;
+            engine.generate(req).expect("plain").tokens
+        })
+        .collect();
     let (mut drafted, mut accepted) = (0, 0);
-    for p in fx["prompts"].as_array().expect("prompts") {
-        let prompt = ids(&p["prompt_ids"]);
-        let mut plain = engine::GenerationRequest::greedy(prompt.clone(), 32);
-        plain.speculation = engine::Speculation::Off;
-        let plain = engine.generate(plain).expect("plain");
-        for max_draft in [3, 8] {
-            let mut spec = engine::GenerationRequest::greedy(prompt.clone(), 32);
-            spec.speculation = engine::Speculation::Ngram { max_draft };
-            let spec = engine.generate(spec).expect("speculative");
+    for max_draft in [3, 8] {
+        // All prompts at once, speculating and plain mixed in the same batches.
+        let handles: Vec<_> = prompts
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let engine = engine.clone();
+                let mut req = engine::GenerationRequest::greedy(p.clone(), 32);
+                req.speculation = if k % 4 == 3 {
+                    engine::Speculation::Off
+                } else {
+                    engine::Speculation::Ngram { max_draft }
+                };
+                std::thread::spawn(move || engine.generate(req).expect("speculative"))
+            })
+            .collect();
+        for (k, h) in handles.into_iter().enumerate() {
+            let out = h.join().expect("thread");
             assert_eq!(
-                spec.tokens, plain.tokens,
-                "{} (draft {max_draft})",
-                p["name"]
+                out.tokens, plain[k],
+                "prompt {k} (draft {max_draft}, batched)"
             );
-            drafted += spec.stats.drafted_tokens;
-            accepted += spec.stats.accepted_tokens;
+            drafted += out.stats.drafted_tokens;
+            accepted += out.stats.accepted_tokens;
         }
     }
     eprintln!("speculation: {accepted}/{drafted} drafted tokens accepted");

@@ -46,7 +46,7 @@ pub struct CompleteArgs {
     pub stats: bool,
     /// Speculative decoding: `off`, `ngram` or `ngram:K` (K = most drafted tokens per step).
     /// Greedy output is identical with and without it.
-    #[arg(long, default_value = "ngram", value_parser = parse_speculation)]
+    #[arg(long, default_value = "off", value_parser = parse_speculation)]
     pub speculate: engine::Speculation,
 }
 

@@ -3,10 +3,12 @@
 mod audit;
 mod cmd_complete;
 mod cmd_model;
+mod cmd_review;
 mod cmd_token;
 mod home;
 mod index_cli;
 mod model_store;
+mod review;
 mod serve;
 mod tokens;
 
@@ -41,6 +43,8 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(cmd_token::TokenCommand),
+    /// Review a change (pull request) for CI: findings on the changed lines.
+    Review(cmd_review::ReviewArgs),
 }
 
 fn main() -> Result<()> {
@@ -52,5 +56,6 @@ fn main() -> Result<()> {
         Command::Index(cmd) => index_cli::run(home.root(), cmd),
         Command::Serve(args) => serve::run(&home, args),
         Command::Token(cmd) => cmd_token::run(&home, cmd),
+        Command::Review(args) => std::process::exit(cmd_review::run(&home, args)),
     }
 }

@@ -266,3 +266,49 @@ pub fn get(path: &str, token: Option<&str>) -> Reply {
     let body = resp.body_mut().read_to_string().unwrap_or_default();
     Reply { status, body }
 }
+
+/// What a command-line run produced, whatever its exit status.
+#[derive(Debug)]
+pub struct CliRun {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs the binary with `args` in `home`, in directory `dir` (if given), with `stdin`
+/// as standard input; never fails the test by itself.
+pub fn run_cli(home: &Path, dir: Option<&Path>, args: &[&str], stdin: Option<&str>) -> CliRun {
+    use std::io::Write;
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .env("SOUFFLEUR_HOME", home)
+        .env_remove("SOUFFLEUR_SERVER")
+        .env_remove("SOUFFLEUR_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let mut child = cmd.spawn().expect("run souffleur");
+    let input = stdin.unwrap_or("").to_string();
+    let mut pipe = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("wait for souffleur");
+    let _ = writer.join();
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `git args` in `dir` with a fixed identity, failing the test on error.
+pub fn git_in(dir: &Path, args: &[&str]) {
+    git(dir, args);
+}

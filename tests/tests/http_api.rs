@@ -76,7 +76,8 @@ fn tabby_completion_uses_index_context_within_the_token_scope() {
 
 #[test]
 fn a_scoped_token_never_receives_snippets_from_other_repositories() {
-    let prefix = "banner = render_secret_banner(";
+    // Retrieval reads the lines before the cursor line.
+    let prefix = "user = current_user()\nbanner = render_secret_banner(user, 3)\nagain = ";
     let body = tabby(prefix, "\n", "app/main.py").to_string();
     // The admin sees every repository: the definition is found in beta ...
     let admin = post("/v1/completions", Some(&server().admin), &body).json();

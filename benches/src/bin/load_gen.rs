@@ -2,23 +2,32 @@
 //! real files of an indexed repository, one Tabby completion request per keystroke.
 //!
 //! For each concurrency level the binary starts a fresh server (so peak RSS is per
-//! level), runs a warm-up phase, then a measured phase of fixed duration, and stops
-//! the server. Each simulated client picks a random source file of the corpus and a
-//! cursor position inside a function body, either at the start of a line's code
-//! (the developer writes that line anew: the rest of the line is removed) or in the
-//! middle of a line (the developer inserts text there: the next 5–15 characters are
-//! removed). It sends one request with the cursor there, then "types" the removed
-//! characters back one at a time, sending one request per keystroke and waiting for
-//! each response (an editor that debounces) plus a pause of 80–200 ms before the next
-//! key. Then it moves to another file and position. Everything random comes from a
-//! seeded generator, so a run is reproducible up to timing.
+//! level) and lets the clients type through a warm-up, then through a measurement
+//! window of fixed duration, without a pause between the two. The warm-up lasts
+//! until every client has had a response, because a cold server first meets all of
+//! them at once. The requests started in the window are measured, and the counters
+//! are read at its start while the clients keep typing. At the end the binary waits
+//! for the requests in flight and stops the server.
+//!
+//! Each simulated client picks a random source file of the corpus and a cursor
+//! position inside a function body. Either the cursor is at the start of a line's
+//! code (the developer writes that line anew: the rest of the line is removed) or in
+//! the middle of a line (the developer inserts text there: the next 5–15 characters
+//! are removed). The client sends one request with the cursor there, then "types"
+//! the removed characters back one at a time. It sends one request per keystroke,
+//! waits for each response (an editor that debounces), and pauses 80–200 ms before
+//! the next key. Then it moves to another file and position. Everything random
+//! comes from a seeded generator, so a run is reproducible up to timing.
 //!
 //! Usage: `load_gen --souffleur BIN --home DIR --corpus REPO --tokens FILE
-//! [--levels 1,4,16] [--warmup SECS] [--duration SECS] [--seed N] [--json FILE]`.
+//! [--levels 1,4,16] [--warmup SECS] [--max-warmup SECS] [--duration SECS] [--seed N]
+//! [--json FILE] [--trace FILE]`. The warm-up lasts `--warmup` seconds (default 10)
+//! and until every client has had a response, at most `--max-warmup` (default 240).
 //! `--home` is the `SOUFFLEUR_HOME` the server runs with (model, index, tokens);
 //! `--corpus` is the indexed repository (its `.rs` files are sampled); `--tokens`
 //! holds one API token per line: client `i` uses line `i % n`, and `/metrics` is
-//! read with the first line, which must be an admin token.
+//! read with the first line, which must be an admin token. `--trace` writes one JSON
+//! line per measured request (client, file, cursor, keystroke, latency, completion).
 //! `benches/load_bench.sh` prepares all of this and runs it.
 
 #[cfg(feature = "mimalloc")]
@@ -26,10 +35,11 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -47,9 +57,11 @@ struct Args {
     tokens: PathBuf,
     levels: Vec<usize>,
     warmup: Duration,
+    max_warmup: Duration,
     duration: Duration,
     seed: u64,
     json: Option<PathBuf>,
+    trace: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -59,9 +71,11 @@ fn parse_args() -> Result<Args> {
     let mut tokens = None;
     let mut levels = vec![1, 4, 16];
     let mut warmup = Duration::from_secs(10);
+    let mut max_warmup = Duration::from_secs(240);
     let mut duration = Duration::from_secs(60);
     let mut seed = 42;
     let mut json = None;
+    let mut trace = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -78,14 +92,17 @@ fn parse_args() -> Result<Args> {
                     .context("--levels takes a comma-separated list of client counts")?;
             }
             "--warmup" => warmup = Duration::from_secs_f64(value()?.parse()?),
+            "--max-warmup" => max_warmup = Duration::from_secs_f64(value()?.parse()?),
             "--duration" => duration = Duration::from_secs_f64(value()?.parse()?),
             "--seed" => seed = value()?.parse()?,
             "--json" => json = Some(PathBuf::from(value()?)),
+            "--trace" => trace = Some(PathBuf::from(value()?)),
             other => bail!("unknown argument {other}"),
         }
     }
     let usage = "usage: load_gen --souffleur BIN --home DIR --corpus REPO --tokens FILE \
-                 [--levels 1,4,16] [--warmup SECS] [--duration SECS] [--seed N] [--json FILE]";
+                 [--levels 1,4,16] [--warmup SECS] [--max-warmup SECS] [--duration SECS] [--seed N] \
+                 [--json FILE] [--trace FILE]";
     let (Some(souffleur), Some(home), Some(corpus), Some(tokens)) =
         (souffleur, home, corpus, tokens)
     else {
@@ -101,9 +118,11 @@ fn parse_args() -> Result<Args> {
         tokens,
         levels,
         warmup,
+        max_warmup,
         duration,
         seed,
         json,
+        trace,
     })
 }
 
@@ -324,6 +343,12 @@ struct Sample {
     shown: bool,
     /// The completion starts with the next characters the developer actually types.
     matches_next: bool,
+    /// Started inside the measurement window (after the warm-up).
+    measured: bool,
+    /// When the response arrived, from the start of the run.
+    finished: Duration,
+    /// One JSON line describing the request, for `--trace`.
+    trace: Value,
 }
 
 /// What every client of a phase reads.
@@ -333,10 +358,36 @@ struct Shared {
     corpus: Arc<Vec<SourceFile>>,
 }
 
-fn sleep_until_or(deadline: Instant, d: Duration) {
-    let now = Instant::now();
-    if now < deadline {
-        std::thread::sleep(d.min(deadline - now));
+/// The measurement window of one level: it opens when the warm-up ends, which the
+/// main thread decides while the clients type, and closes `duration` later.
+struct Window {
+    run_start: Instant,
+    opened: OnceLock<Instant>,
+    duration: Duration,
+    /// Clients that have had at least one response.
+    warmed: AtomicUsize,
+}
+
+impl Window {
+    fn deadline(&self) -> Option<Instant> {
+        self.opened.get().map(|&o| o + self.duration)
+    }
+
+    fn open(&self) -> bool {
+        self.deadline().is_none_or(|d| Instant::now() < d)
+    }
+
+    /// Sleeps `d`, or less if the window closes sooner.
+    fn sleep(&self, d: Duration) {
+        let d = match self.deadline() {
+            Some(end) => d.min(end.saturating_duration_since(Instant::now())),
+            None => d,
+        };
+        std::thread::sleep(d);
+    }
+
+    fn measures(&self, started: Instant) -> bool {
+        self.opened.get().is_some_and(|&o| started >= o)
     }
 }
 
@@ -351,8 +402,9 @@ fn send(agent: &ureq::Agent, url: &str, token: &str, body: &str) -> Result<(u16,
     Ok((status, text))
 }
 
-/// One simulated developer until `deadline`.
-fn client(shared: &Shared, id: usize, seed: u64, deadline: Instant) -> Vec<Sample> {
+/// One simulated developer: starts within the first second of the run and types
+/// until the measurement window closes.
+fn client(shared: &Shared, window: &Window, id: usize, seed: u64) -> Vec<Sample> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
@@ -363,7 +415,9 @@ fn client(shared: &Shared, id: usize, seed: u64, deadline: Instant) -> Vec<Sampl
     let user = format!("client-{id}");
     let mut rng = Rng::new(seed);
     let mut samples = Vec::new();
-    while Instant::now() < deadline {
+    // Editors do not all open at the same millisecond.
+    window.sleep(Duration::from_millis(rng.range(0, 1000) as u64));
+    while window.open() {
         let file = &shared.corpus[rng.index(shared.corpus.len())];
         let site = file.sites[rng.index(file.sites.len())];
         let text = &file.text;
@@ -386,7 +440,7 @@ fn client(shared: &Shared, id: usize, seed: u64, deadline: Instant) -> Vec<Sampl
         let typed = want.min(chars - start_idx);
         let suffix_full = &text[removed_end..];
         for k in 0..=typed {
-            if Instant::now() >= deadline {
+            if !window.open() {
                 break;
             }
             let cursor = bounds[start_idx + k];
@@ -407,6 +461,10 @@ fn client(shared: &Shared, id: usize, seed: u64, deadline: Instant) -> Vec<Sampl
             let started = Instant::now();
             let result = send(&agent, &url, token, &body);
             let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            if samples.is_empty() {
+                window.warmed.fetch_add(1, Ordering::Relaxed);
+            }
+            let measured = window.measures(started);
             let (error, completion) = match result {
                 Ok((200, body)) => {
                     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -421,41 +479,84 @@ fn client(shared: &Shared, id: usize, seed: u64, deadline: Instant) -> Vec<Sampl
                 && completion.as_deref().is_some_and(|t| {
                     t.starts_with(next_true) || (!t.is_empty() && next_true.starts_with(t))
                 });
+            let single_line = is_single_line(prefix, suffix);
+            let trace = json!({
+                "client": id,
+                "at_s": started.duration_since(window.run_start).as_secs_f64(),
+                "measured": measured,
+                "file": file.path,
+                "cursor": cursor,
+                "keystroke": k,
+                "single_line": single_line,
+                "latency_ms": latency_ms,
+                "error": error,
+                "completion": completion,
+            });
             samples.push(Sample {
                 latency_ms,
                 error,
-                single_line: is_single_line(prefix, suffix),
+                single_line,
                 server_single_line: server_single_line(prefix, suffix),
                 warm: k > 0,
+                measured,
+                finished: started.duration_since(window.run_start)
+                    + Duration::from_secs_f64(latency_ms / 1e3),
                 shown,
                 matches_next,
+                trace,
             });
             // Time to the next keystroke.
-            sleep_until_or(deadline, Duration::from_millis(rng.range(80, 200) as u64));
+            window.sleep(Duration::from_millis(rng.range(80, 200) as u64));
         }
         // Moving to another file and reading a little before typing again.
-        sleep_until_or(deadline, Duration::from_millis(rng.range(300, 800) as u64));
+        window.sleep(Duration::from_millis(rng.range(300, 800) as u64));
     }
     samples
 }
 
-/// Runs `clients` simulated developers for `duration`; returns their samples and the
-/// wall time from the start to the last response.
-fn run_phase(
+/// Runs `clients` simulated developers through a warm-up and then a measurement
+/// window without a pause between them (clients keep typing across the boundary).
+/// The warm-up lasts at least `warmup` and until every client has had a response
+/// (a cold server first meets all of them at once), but at most `max_warmup`;
+/// `at_boundary` runs when it ends. Returns every request's sample, the start of the
+/// run and the opening of the window.
+fn run_clients(
     shared: &Arc<Shared>,
     clients: usize,
     seed: u64,
+    warmup: Duration,
+    max_warmup: Duration,
     duration: Duration,
-) -> (Vec<Sample>, f64) {
-    let started = Instant::now();
-    let deadline = started + duration;
+    at_boundary: impl FnOnce(),
+) -> Result<(Vec<Sample>, Instant, Instant)> {
+    let window = Arc::new(Window {
+        run_start: Instant::now(),
+        opened: OnceLock::new(),
+        duration,
+        warmed: AtomicUsize::new(0),
+    });
     let handles: Vec<_> = (0..clients)
         .map(|id| {
             let shared = shared.clone();
+            let window = window.clone();
             let client_seed = seed ^ (id as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
-            std::thread::spawn(move || client(&shared, id, client_seed, deadline))
+            std::thread::spawn(move || client(&shared, &window, id, client_seed))
         })
         .collect();
+    loop {
+        let elapsed = window.run_start.elapsed();
+        let all_warm = window.warmed.load(Ordering::Relaxed) >= clients;
+        if (elapsed >= warmup && all_warm) || elapsed >= max_warmup {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    at_boundary();
+    let opened = Instant::now();
+    window
+        .opened
+        .set(opened)
+        .map_err(|_| anyhow::anyhow!("measurement window opened twice"))?;
     let mut samples = Vec::new();
     for h in handles {
         match h.join() {
@@ -463,7 +564,7 @@ fn run_phase(
             Err(_) => eprintln!("load_gen: a client thread panicked"),
         }
     }
-    (samples, started.elapsed().as_secs_f64())
+    Ok((samples, window.run_start, opened))
 }
 
 /// A running `souffleur serve`; stopped by closing its standard input.
@@ -545,6 +646,30 @@ fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// CPU time of this process (the load generator), in seconds.
+fn self_cpu_secs() -> Option<f64> {
+    proc_cpu_secs(std::process::id())
+}
+
+/// CPU time all processes of the machine have used so far (busy time of every core
+/// from the first line of `/proc/stat`), in seconds.
+fn machine_busy_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| fields.get(i).copied().unwrap_or(0.0))
+        .sum::<f64>();
+    Some(busy / 100.0)
+}
+
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -616,6 +741,7 @@ fn run_level(
     corpus: &Arc<Vec<SourceFile>>,
     tokens: &Arc<Vec<String>>,
     clients: usize,
+    trace: &mut Option<std::io::BufWriter<std::fs::File>>,
 ) -> Result<Value> {
     let server = Server::start(&args.souffleur, &args.home)?;
     let pid = server.pid();
@@ -626,28 +752,63 @@ fn run_level(
     });
     let load_before = load_average();
     eprintln!(
-        "load_gen: {clients} client(s): server pid {pid} at {}, warm-up {:.0} s, then {:.0} s measured (load average {load_before:.2})",
+        "load_gen: {clients} client(s): server pid {pid} at {}, warm-up at least {:.0} s and until every client has had a response, then {:.0} s measured (load average {load_before:.2})",
         server.url,
         args.warmup.as_secs_f64(),
         args.duration.as_secs_f64()
     );
     let level_seed = args.seed ^ (clients as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    if !args.warmup.is_zero() {
-        let (warm, _) = run_phase(&shared, clients, level_seed ^ 0x5741_524D, args.warmup);
-        let errors = warm.iter().filter(|s| s.error.is_some()).count();
-        eprintln!(
-            "load_gen:   warm-up: {} requests, {errors} errors",
-            warm.len()
-        );
-    }
-    let m0 = metrics(&server.url, &tokens[0])?;
-    let cpu0 = proc_cpu_secs(pid);
-    let (samples, wall) = run_phase(&shared, clients, level_seed, args.duration);
-    let m1 = metrics(&server.url, &tokens[0])?;
+    // Counters at the end of the warm-up, read while the clients keep typing.
+    let mut at_boundary = None;
+    let (all_samples, run_start, measure_from) = run_clients(
+        &shared,
+        clients,
+        level_seed,
+        args.warmup,
+        args.max_warmup,
+        args.duration,
+        || {
+            at_boundary = Some((
+                metrics(&server.url, &tokens[0]),
+                proc_cpu_secs(pid),
+                self_cpu_secs(),
+                machine_busy_secs(),
+            ));
+        },
+    )?;
+    let warmup_s = (measure_from - run_start).as_secs_f64();
+    let (m0, cpu0, self0, busy0) = at_boundary.context("warm-up boundary not reached")?;
+    let m0 = m0?;
+    let (samples, warm): (Vec<Sample>, Vec<Sample>) =
+        all_samples.into_iter().partition(|s| s.measured);
+    eprintln!(
+        "load_gen:   warm-up: {warmup_s:.1} s, {} requests, {} errors",
+        warm.len(),
+        warm.iter().filter(|s| s.error.is_some()).count()
+    );
+    // From the start of the window to the last response of a request started in it.
+    let wall = samples
+        .iter()
+        .map(|s| s.finished)
+        .max()
+        .map_or(args.duration, |f| {
+            f.saturating_sub(measure_from - run_start)
+        })
+        .as_secs_f64();
     let cpu1 = proc_cpu_secs(pid);
+    let self1 = self_cpu_secs();
+    let busy1 = machine_busy_secs();
+    let m1 = metrics(&server.url, &tokens[0])?;
     let peak_rss_kb = proc_status_kb(pid, "VmHWM:");
     let load_after = load_average();
     server.stop()?;
+    if let Some(out) = trace.as_mut() {
+        for s in &samples {
+            let mut line = s.trace.clone();
+            line["clients"] = json!(clients);
+            writeln!(out, "{line}")?;
+        }
+    }
 
     let ok: Vec<&Sample> = samples.iter().filter(|s| s.error.is_none()).collect();
     let mut error_kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -666,12 +827,28 @@ fn run_level(
     let frac = |k: usize| ratio(k as f64, n as f64);
     let hits = delta(&m0, &m1, "souffleur_prefix_cache_hits_total");
     let lookups = delta(&m0, &m1, "souffleur_prefix_cache_lookups_total");
-    let prompt_tokens = delta(&m0, &m1, "souffleur_prompt_tokens_total");
+    // The engine counts prompt tokens it prefilled, and separately those whose
+    // key/value state it took from the prefix cache instead.
+    let prefilled_tokens = delta(&m0, &m1, "souffleur_prompt_tokens_total");
     let reused_tokens = delta(&m0, &m1, "souffleur_reused_prompt_tokens_total");
     let generated = delta(&m0, &m1, "souffleur_generated_tokens_total");
     let server_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
+    let self_cpu = self0.zip(self1).map(|(a, b)| b - a);
+    let machine_cpu = busy0.zip(busy1).map(|(a, b)| b - a);
+    // CPU time of everything else on the machine during the phase (other users' work).
+    let other_cpu = machine_cpu
+        .zip(server_cpu.zip(self_cpu))
+        .map(|(m, (s, c))| (m - s - c).max(0.0));
+    eprintln!(
+        "load_gen:   measured: {n} requests in {wall:.1} s; CPU: server {:.1} s, load_gen {:.1} s, other processes {:.1} s ({:.2} cores)",
+        server_cpu.unwrap_or(0.0),
+        self_cpu.unwrap_or(0.0),
+        other_cpu.unwrap_or(0.0),
+        other_cpu.unwrap_or(0.0) / wall
+    );
     Ok(json!({
         "clients": clients,
+        "warmup_s": warmup_s,
         "duration_s": wall,
         "requests": n,
         "errors": n - ok.len(),
@@ -692,12 +869,16 @@ fn run_level(
             "hits": hits,
             "hit_ratio": ratio(hits, lookups),
         },
-        "prompt_tokens": prompt_tokens,
+        "prefilled_prompt_tokens": prefilled_tokens,
         "reused_prompt_tokens": reused_tokens,
-        "reused_prompt_token_fraction": ratio(reused_tokens, prompt_tokens),
+        "reused_prompt_token_fraction": ratio(reused_tokens, reused_tokens + prefilled_tokens),
         "generated_tokens": generated,
         "server_cpu_s": server_cpu,
         "server_cpu_ms_per_request": server_cpu.and_then(|c| ratio(c * 1e3, n as f64)),
+        "load_gen_cpu_s": self_cpu,
+        "machine_busy_cpu_s": machine_cpu,
+        "other_processes_cpu_s": other_cpu,
+        "other_processes_cores": other_cpu.map(|c| c / wall),
         "server_peak_rss_mb": peak_rss_kb.map(|kb| kb as f64 / 1024.0),
         "load_average_before": load_before,
         "load_average_after": load_after,
@@ -716,12 +897,12 @@ fn fmt_frac(v: &Value) -> String {
 
 fn print_table(levels: &[Value]) {
     println!(
-        "| clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | single-line | single-line p50 / p99 ms | same, warm prefix p50 / p99 ms | prefix-cache hit ratio | server peak RSS MB |"
+        "| clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | single-line | single-line p50 / p99 ms | same, warm prefix p50 / p99 ms | prefix-cache hit ratio | prompt tokens reused | server peak RSS MB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in levels {
         println!(
-            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} |",
             l["clients"],
             l["requests"],
             l["errors"],
@@ -735,6 +916,7 @@ fn print_table(levels: &[Value]) {
             fmt_ms(&l["single_line_warm_prefix"]["p50_ms"]),
             fmt_ms(&l["single_line_warm_prefix"]["p99_ms"]),
             fmt_frac(&l["prefix_cache"]["hit_ratio"]),
+            fmt_frac(&l["reused_prompt_token_fraction"]),
             fmt_ms(&l["server_peak_rss_mb"]),
         );
     }
@@ -763,9 +945,18 @@ fn main() -> Result<()> {
     );
     let corpus = Arc::new(corpus);
     let tokens = Arc::new(tokens);
+    let mut trace = match &args.trace {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => None,
+    };
     let mut levels = Vec::new();
     for &clients in &args.levels {
-        levels.push(run_level(&args, &corpus, &tokens, clients)?);
+        levels.push(run_level(&args, &corpus, &tokens, clients, &mut trace)?);
+    }
+    if let Some(mut out) = trace {
+        out.flush()?;
     }
     print_table(&levels);
     let threshold = |l: &Value, key: &str, p: &str| l[key][p].as_f64();
@@ -793,7 +984,8 @@ fn main() -> Result<()> {
         "corpus_files": corpus.len(),
         "corpus_sites": sites,
         "seed": args.seed,
-        "warmup_s": args.warmup.as_secs_f64(),
+        "min_warmup_s": args.warmup.as_secs_f64(),
+        "max_warmup_s": args.max_warmup.as_secs_f64(),
         "duration_s": args.duration.as_secs_f64(),
         "prefix_chars": PREFIX_CHARS,
         "suffix_chars": SUFFIX_CHARS,

@@ -150,7 +150,7 @@ fn compare(
     clients: usize,
 ) -> Result<serde_json::Value> {
     let plain = run(engine, cases, Speculation::Off, clients)?;
-    let spec = run(engine, cases, Speculation::default(), clients)?;
+    let spec = run(engine, cases, Speculation::NGRAM, clients)?;
     let mismatches = plain
         .outputs
         .iter()

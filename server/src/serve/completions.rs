@@ -309,8 +309,12 @@ fn retrieve(
                 })
         })
         .unwrap_or_else(|| filepath.to_string());
+    // Retrieval looks at the lines before the cursor line, so the snippets (which open
+    // the prompt) stay the same while a line is typed and the prefix cache keeps hitting.
+    let stable_prefix = &seg.prefix[..seg.prefix.rfind('\n').map_or(0, |i| i + 1)];
     let suffix = seg.suffix.as_deref().unwrap_or("");
-    let mut request = RetrievalRequest::new(&repos, &relative, &seg.prefix, suffix, budget);
+    let suffix = &suffix[suffix.find('\n').map_or(suffix.len(), |i| i + 1)..];
+    let mut request = RetrievalRequest::new(&repos, &relative, stable_prefix, suffix, budget);
     request.language = Some(language);
     let tokenizer = state.engine.model().tokenizer();
     let count = |text: &str| {

@@ -8,6 +8,7 @@ mod metrics;
 mod openai;
 pub mod postprocess;
 pub mod prompt;
+mod review_api;
 mod state;
 
 use std::collections::HashMap;
@@ -252,6 +253,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/completions", post(completions::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/review", post(review_api::review))
         .route("/v1/models", get(openai::models))
         .route("/v1/events", post(events))
         .route("/v1/health", get(health))
@@ -319,6 +321,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         | "/v1/models"
         | "/v1/events"
         | "/v1/health"
+        | "/v1/review"
         | "/metrics" => path.clone(),
         _ => "other".into(),
     };

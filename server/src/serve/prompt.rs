@@ -42,6 +42,9 @@ pub struct BuiltPrompt {
     pub snippets: Vec<ContextSnippet>,
 }
 
+/// Longest part of the cursor line kept before the cursor.
+const MAX_CURSOR_LINE_CHARS: usize = 1000;
+
 /// The line-comment marker of a language (editor or index language ids).
 pub fn comment_marker(language: &str) -> &'static str {
     match language.to_ascii_lowercase().as_str() {
@@ -138,7 +141,15 @@ pub fn build(
         header.push_str(&block);
         kept.push(s.clone());
     }
-    let prefix = tail_lines(model, prefix, budgets.prefix);
+    // The window is anchored on the lines before the cursor line, so typing on a line
+    // keeps the prompt's start (and with it the prefix cache) unchanged.
+    let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+    let (head, cursor_line) = prefix.split_at(line_start);
+    let cursor_line = match cursor_line.char_indices().rev().nth(MAX_CURSOR_LINE_CHARS) {
+        Some((cut, _)) => &cursor_line[cut..],
+        None => cursor_line,
+    };
+    let prefix = format!("{}{cursor_line}", tail_lines(model, head, budgets.prefix));
     let suffix = if model.fim().uses_suffix() {
         head_lines(model, suffix, budgets.suffix)
     } else {

