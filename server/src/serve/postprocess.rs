@@ -23,7 +23,8 @@ pub fn mode(prefix: &str, suffix: &str) -> Mode {
     let line = prefix.rsplit('\n').next().unwrap_or("");
     let trimmed = line.trim_end();
     if trimmed.trim().is_empty()
-        || trimmed.ends_with(['{', '(', '[', ':'])
+        || trimmed.ends_with(['{', '(', '['])
+        || (trimmed.ends_with(':') && !trimmed.ends_with("::"))
         || trimmed.ends_with("=>")
         || trimmed.ends_with(" do")
         || trimmed.ends_with(" then")
@@ -193,6 +194,7 @@ mod tests {
         assert_eq!(mode("fn f() {\n", "\n}"), Mode::MultiLine);
         assert_eq!(mode("fn f() {", "}\n"), Mode::MultiLine);
         assert_eq!(mode("def f():", "\n"), Mode::MultiLine);
+        assert_eq!(mode("let d = Decoder::", "\n"), Mode::SingleLine);
         assert_eq!(mode("x = [\n    ", ""), Mode::MultiLine);
     }
 
