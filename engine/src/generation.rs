@@ -135,3 +135,29 @@ pub struct Generation {
     /// Counters and timings.
     pub stats: GenerationStats,
 }
+
+/// Folds a job's events, in order, into its whole result.
+#[derive(Debug, Default)]
+pub struct GenerationCollector {
+    text: String,
+    tokens: Vec<u32>,
+}
+
+impl GenerationCollector {
+    /// Takes the next event; returns the result once the job has ended.
+    pub fn push(&mut self, event: GenerationEvent) -> Option<crate::Result<Generation>> {
+        match event {
+            GenerationEvent::Text { text, tokens } => {
+                self.text.push_str(&text);
+                self.tokens.extend(tokens);
+                None
+            }
+            GenerationEvent::Finished(stats) => Some(Ok(Generation {
+                text: std::mem::take(&mut self.text),
+                tokens: std::mem::take(&mut self.tokens),
+                stats,
+            })),
+            GenerationEvent::Failed(e) => Some(Err(e)),
+        }
+    }
+}

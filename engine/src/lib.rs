@@ -35,8 +35,8 @@ pub mod tokenizer;
 pub use error::{EngineError, Result};
 pub use fim::{FimStyle, FimTemplate};
 pub use generation::{
-    CancelToken, EventSink, FinishReason, Generation, GenerationEvent, GenerationRequest,
-    GenerationStats,
+    CancelToken, EventSink, FinishReason, Generation, GenerationCollector, GenerationEvent,
+    GenerationRequest, GenerationStats,
 };
 pub use model::{Model, ModelFormat, ModelInfo};
 pub use sampling::SamplingParams;

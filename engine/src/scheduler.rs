@@ -11,7 +11,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{EngineError, Result};
 use crate::generation::{
-    EventSink, FinishReason, Generation, GenerationEvent, GenerationRequest, GenerationStats,
+    EventSink, FinishReason, Generation, GenerationCollector, GenerationEvent, GenerationRequest,
+    GenerationStats,
 };
 use crate::kv_cache::KvCache;
 use crate::model::Model;
@@ -175,25 +176,10 @@ impl Engine {
     pub fn generate(&self, request: GenerationRequest) -> Result<Generation> {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.submit(request, Box::new(move |event| tx.send(event).is_ok()))?;
-        let mut text = String::new();
-        let mut tokens = Vec::new();
+        let mut collector = GenerationCollector::default();
         for event in rx {
-            match event {
-                GenerationEvent::Text {
-                    text: t,
-                    tokens: ids,
-                } => {
-                    text.push_str(&t);
-                    tokens.extend(ids);
-                }
-                GenerationEvent::Finished(stats) => {
-                    return Ok(Generation {
-                        text,
-                        tokens,
-                        stats,
-                    });
-                }
-                GenerationEvent::Failed(e) => return Err(e),
+            if let Some(result) = collector.push(event) {
+                return result;
             }
         }
         Err(EngineError::SchedulerStopped)

@@ -2,7 +2,9 @@
 //! a generation is cancelled as soon as the handler (or stream) that waits for it
 //! is dropped, which is what happens when the client disconnects.
 
-use engine::{CancelToken, Engine, Generation, GenerationEvent, GenerationRequest};
+use engine::{
+    CancelToken, Engine, Generation, GenerationCollector, GenerationEvent, GenerationRequest,
+};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::error::ApiError;
@@ -38,25 +40,10 @@ pub fn start(engine: &Engine, request: GenerationRequest) -> Result<Running, Api
 impl Running {
     /// Waits for the whole output.
     pub async fn collect(mut self) -> Result<Generation, ApiError> {
-        let mut text = String::new();
-        let mut tokens = Vec::new();
+        let mut collector = GenerationCollector::default();
         while let Some(event) = self.events.recv().await {
-            match event {
-                GenerationEvent::Text {
-                    text: t,
-                    tokens: ids,
-                } => {
-                    text.push_str(&t);
-                    tokens.extend(ids);
-                }
-                GenerationEvent::Finished(stats) => {
-                    return Ok(Generation {
-                        text,
-                        tokens,
-                        stats,
-                    });
-                }
-                GenerationEvent::Failed(e) => return Err(e.into()),
+            if let Some(result) = collector.push(event) {
+                return Ok(result?);
             }
         }
         Err(ApiError::internal("the engine stopped during the request"))
