@@ -1,6 +1,6 @@
 //! Per-sequence key/value cache with in-place appends and copy-free rollback.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 
 use crate::error::{EngineError, Result};
 
@@ -88,6 +88,27 @@ impl KvCache {
             ck.narrow(1, 0, self.len + t)?,
             cv.narrow(1, 0, self.len + t)?,
         ))
+    }
+
+    /// Runs `f` on the raw CPU storage of `layer`'s keys and values (each laid out
+    /// `[kv_heads, capacity, head_dim]`) with the capacity; `None` when the cache
+    /// is not on the CPU or the layer is not allocated.
+    pub fn with_cpu_layer<R>(
+        &self,
+        layer: usize,
+        f: impl FnOnce(&[f32], &[f32], usize) -> R,
+    ) -> Option<R> {
+        let (k, v) = self.layers.get(layer)?;
+        let (ks, kl) = k.storage_and_layout();
+        let (vs, vl) = v.storage_and_layout();
+        let (Storage::Cpu(kc), Storage::Cpu(vc)) = (&*ks, &*vs) else {
+            return None;
+        };
+        let (ko, vo) = (kl.start_offset(), vl.start_offset());
+        let n = self.kv_heads * self.capacity * self.head_dim;
+        let keys = kc.as_slice::<f32>().ok()?.get(ko..ko + n)?;
+        let values = vc.as_slice::<f32>().ok()?.get(vo..vo + n)?;
+        Some(f(keys, values, self.capacity))
     }
 
     /// Commits `t` positions written by [`KvCache::append`] in every layer.

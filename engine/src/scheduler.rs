@@ -19,7 +19,7 @@ use crate::model::Model;
 use crate::model::transformer::{LogitsWanted, StepInput};
 use crate::prefix_cache::PrefixCache;
 use crate::sampling::Sampler;
-use crate::speculation::Drafter;
+use crate::speculation::{Drafter, PassCost};
 use crate::stop::StopMatcher;
 use crate::tokenizer::StreamDecoder;
 
@@ -106,6 +106,7 @@ impl Engine {
             model: model.clone(),
             jobs: rx,
             prefix_cache: PrefixCache::new(config.prefix_cache_bytes),
+            pass_cost: PassCost::new(),
             config,
             counters: counters.clone(),
             active: Vec::new(),
@@ -322,6 +323,7 @@ struct Worker {
     active: Vec<Sequence>,
     waiting: VecDeque<Job>,
     prefix_cache: PrefixCache,
+    pass_cost: PassCost,
 }
 
 impl Worker {
@@ -415,7 +417,8 @@ impl Worker {
         let decoding = self.active.iter().filter(|s| s.pending.is_some()).count();
         // (sequence index, prompt tokens to feed, draft tokens to verify)
         let mut plan: Vec<(usize, usize, Vec<u32>)> = Vec::new();
-        for (i, seq) in self.active.iter().enumerate() {
+        let row_cost = self.pass_cost.row_cost();
+        for (i, seq) in self.active.iter_mut().enumerate() {
             if seq.pending.is_some() && budget > 0 {
                 budget -= 1;
                 // Each sequence may draft from what is left of the budget's fair share.
@@ -426,8 +429,8 @@ impl Worker {
                         .max_new_tokens
                         .saturating_sub(seq.generated.len()),
                 );
-                let draft = match &seq.drafter {
-                    Some(d) => d.propose(&seq.job.request.prompt, &seq.generated, room),
+                let draft = match seq.drafter.as_mut() {
+                    Some(d) => d.propose(&seq.job.request.prompt, &seq.generated, room, row_cost),
                     None => Vec::new(),
                 };
                 budget -= draft.len();
@@ -498,7 +501,14 @@ impl Worker {
                 logits,
             });
         }
+        let rows: usize = inputs.iter().map(|input| input.tokens.len()).sum();
+        let started = Instant::now();
         let result = model.transformer().forward(&mut inputs);
+        if plan.iter().all(|(_, n, _)| *n == 0) {
+            // Decode and verification steps only: what one more row costs.
+            self.pass_cost
+                .observe(rows, started.elapsed().as_secs_f64());
+        }
         drop(inputs);
         self.counters.forward_passes.fetch_add(1, Ordering::Relaxed);
         let outputs = match result {

@@ -13,10 +13,14 @@ pub enum Speculation {
         /// Most tokens proposed in one step.
         max_draft: usize,
     },
+    /// Prompt-lookup drafting of exactly `draft` tokens whenever the context has a
+    /// match, whatever it costs (exactness tests, measurements at a fixed length).
+    NgramFixed {
+        /// Tokens proposed in each step.
+        draft: usize,
+    },
 }
 
-/// Off by default: on this CPU a verification pass over a draft costs more than the
-/// decode steps it saves (see BENCHMARKS.md); on memory-bound hardware it pays.
 impl Default for Speculation {
     fn default() -> Self {
         Speculation::Off
@@ -27,16 +31,22 @@ impl Speculation {
     /// Prompt lookup with the default draft length.
     pub const NGRAM: Speculation = Speculation::Ngram { max_draft: 8 };
 
-    /// Parses `off` or `ngram` / `ngram:K` (the command line and config spelling).
+    /// Parses `off`, `ngram`, `ngram:K` or `ngram-fixed:K` (the command line and
+    /// config spelling).
     pub fn parse(s: &str) -> Option<Self> {
+        let length = |k: &str| k.parse::<usize>().ok().filter(|k| (1..=32).contains(k));
         match s {
             "off" => Some(Speculation::Off),
             "ngram" => Some(Speculation::NGRAM),
             _ => {
-                let k: usize = s.strip_prefix("ngram:")?.parse().ok()?;
-                (1..=32)
-                    .contains(&k)
-                    .then_some(Speculation::Ngram { max_draft: k })
+                if let Some(k) = s.strip_prefix("ngram:") {
+                    Some(Speculation::Ngram {
+                        max_draft: length(k)?,
+                    })
+                } else {
+                    let k = s.strip_prefix("ngram-fixed:")?;
+                    Some(Speculation::NgramFixed { draft: length(k)? })
+                }
             }
         }
     }
@@ -46,69 +56,165 @@ impl Speculation {
 const MAX_NGRAM: usize = 4;
 /// Shortest n-gram matched (shorter matches are mostly noise).
 const MIN_NGRAM: usize = 2;
-/// Drafting stops for a sequence whose acceptance stays below this after `PROBATION` drafts.
-const MIN_ACCEPTANCE: f64 = 0.15;
-const PROBATION: usize = 12;
+/// Acceptance assumed before a sequence has drafted anything.
+const PRIOR_ACCEPTANCE: f64 = 0.8;
+/// Weight of the newest draft in the running acceptance estimate.
+const ACCEPTANCE_WEIGHT: f64 = 0.35;
+/// A sequence that stopped drafting because it did not pay tries one token again
+/// after this many plain steps, so that its acceptance estimate can recover.
+const PROBE_EVERY: usize = 12;
 
-/// Per-sequence drafting state: adapts the draft length to the observed acceptance.
+/// Per-sequence drafting state: chooses each draft's length from the observed
+/// acceptance and the cost of verifying more tokens in one pass.
 #[derive(Debug, Clone)]
 pub(crate) struct Drafter {
     max_draft: usize,
-    draft_len: usize,
+    fixed: bool,
+    acceptance: f64,
+    since_draft: usize,
     drafted: usize,
     accepted: usize,
-    drafts: usize,
 }
 
 impl Drafter {
     /// A drafter for `mode`, or `None` when speculation is off.
     pub fn new(mode: Speculation) -> Option<Self> {
-        match mode {
-            Speculation::Off => None,
-            Speculation::Ngram { max_draft } if max_draft > 0 => Some(Self {
-                max_draft,
-                draft_len: max_draft.min(4),
-                drafted: 0,
-                accepted: 0,
-                drafts: 0,
-            }),
-            Speculation::Ngram { .. } => None,
-        }
+        let (max_draft, fixed) = match mode {
+            Speculation::Off => return None,
+            Speculation::Ngram { max_draft } => (max_draft, false),
+            Speculation::NgramFixed { draft } => (draft, true),
+        };
+        (max_draft > 0).then_some(Self {
+            max_draft,
+            fixed,
+            acceptance: PRIOR_ACCEPTANCE,
+            since_draft: 0,
+            drafted: 0,
+            accepted: 0,
+        })
     }
 
-    /// Whether drafting has paid off so far.
-    fn worthwhile(&self) -> bool {
-        self.drafts < PROBATION || self.accepted as f64 >= MIN_ACCEPTANCE * self.drafted as f64
-    }
-
-    /// Proposes up to the current draft length (and at most `room`) tokens to follow
-    /// `context` (prompt, then generated tokens; its last token is the one about to be fed).
-    pub fn propose(&self, prompt: &[u32], generated: &[u32], room: usize) -> Vec<u32> {
-        let want = self.draft_len.min(room);
-        if want == 0 || !self.worthwhile() {
+    /// Proposes tokens to follow `context` (prompt, then generated tokens; its last
+    /// token is the one about to be fed): at most `room`, and only as many as are
+    /// expected to pay for themselves when one more row in a pass costs
+    /// `row_cost` of a one-token pass.
+    pub fn propose(
+        &mut self,
+        prompt: &[u32],
+        generated: &[u32],
+        room: usize,
+        row_cost: f64,
+    ) -> Vec<u32> {
+        let want = self.max_draft.min(room);
+        if want == 0 {
             return Vec::new();
         }
-        lookup(prompt, generated, want)
+        let mut draft = lookup(prompt, generated, want);
+        if self.fixed {
+            return draft;
+        }
+        let mut len = best_length(self.acceptance, row_cost, draft.len());
+        if len == 0 && !draft.is_empty() && self.since_draft >= PROBE_EVERY {
+            len = 1;
+        }
+        draft.truncate(len);
+        if draft.is_empty() {
+            self.since_draft += 1;
+        } else {
+            self.since_draft = 0;
+        }
+        draft
     }
 
-    /// Records how many of `drafted` tokens were accepted, adapting the draft length.
+    /// Records how many of `drafted` tokens were accepted.
     pub fn record(&mut self, drafted: usize, accepted: usize) {
         if drafted == 0 {
             return;
         }
-        self.drafts += 1;
         self.drafted += drafted;
         self.accepted += accepted;
-        if accepted == drafted {
-            self.draft_len = (self.draft_len + 2).min(self.max_draft);
-        } else if accepted == 0 {
-            self.draft_len = (self.draft_len / 2).max(1);
-        }
+        let rate = accepted as f64 / drafted as f64;
+        self.acceptance = (1.0 - ACCEPTANCE_WEIGHT) * self.acceptance + ACCEPTANCE_WEIGHT * rate;
     }
 
     /// Tokens drafted and accepted so far.
     pub fn totals(&self) -> (usize, usize) {
         (self.drafted, self.accepted)
+    }
+}
+
+/// The draft length (at most `available`) with the most tokens per unit of pass
+/// time, when each drafted token is accepted with probability `acceptance` (given
+/// the ones before it were) and each extra row costs `row_cost` of a one-row pass.
+/// Zero when no draft beats plain decoding.
+pub(crate) fn best_length(acceptance: f64, row_cost: f64, available: usize) -> usize {
+    let a = acceptance.clamp(0.0, 1.0);
+    let (mut best, mut best_rate) = (0, 1.0);
+    let (mut expected, mut p) = (1.0, 1.0);
+    for k in 1..=available {
+        p *= a;
+        expected += p;
+        let rate = expected / (1.0 + row_cost.max(0.0) * k as f64);
+        if rate > best_rate * 1.02 {
+            best = k;
+            best_rate = rate;
+        }
+    }
+    best
+}
+
+/// What a pass over more rows costs: an exponentially weighted least-squares fit of
+/// step time against rows fed, from the scheduler's decode and verification steps.
+#[derive(Debug, Clone)]
+pub(crate) struct PassCost {
+    w: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+}
+
+/// Marginal row cost assumed until steps of different sizes have been timed.
+const PRIOR_ROW_COST: f64 = 0.5;
+/// Weight kept by older observations at each new one.
+const COST_DECAY: f64 = 0.995;
+
+impl PassCost {
+    /// No observations yet.
+    pub fn new() -> Self {
+        Self {
+            w: 0.0,
+            x: 0.0,
+            y: 0.0,
+            xx: 0.0,
+            xy: 0.0,
+        }
+    }
+
+    /// Records that a step over `rows` rows took `seconds`.
+    pub fn observe(&mut self, rows: usize, seconds: f64) {
+        let (x, y) = (rows as f64, seconds);
+        self.w = self.w * COST_DECAY + 1.0;
+        self.x = self.x * COST_DECAY + x;
+        self.y = self.y * COST_DECAY + y;
+        self.xx = self.xx * COST_DECAY + x * x;
+        self.xy = self.xy * COST_DECAY + x * y;
+    }
+
+    /// The cost of one more row relative to a one-row pass.
+    pub fn row_cost(&self) -> f64 {
+        let var = self.w * self.xx - self.x * self.x;
+        // Too few distinct sizes seen (e.g. only single-token decodes) to fit a slope.
+        if self.w < 8.0 || var <= 0.5 * self.w * self.w {
+            return PRIOR_ROW_COST;
+        }
+        let slope = (self.w * self.xy - self.x * self.y) / var;
+        let intercept = (self.y - slope * self.x) / self.w;
+        let one = intercept + slope;
+        if one <= 0.0 || !slope.is_finite() {
+            return PRIOR_ROW_COST;
+        }
+        (slope / one).clamp(0.005, 2.0)
     }
 }
 
@@ -168,20 +274,51 @@ mod tests {
     }
 
     #[test]
-    fn draft_length_adapts_and_drafting_switches_off() {
+    fn drafts_are_as_long_as_they_pay() {
+        // Cheap extra rows (memory-bound hardware): draft even at modest acceptance,
+        // and long drafts at high acceptance.
+        assert_eq!(best_length(0.6, 0.05, 8), 3);
+        assert_eq!(best_length(0.97, 0.05, 8), 8);
+        // Costly rows (compute-bound CPU): only confident drafts, and short ones.
+        assert_eq!(best_length(0.5, 0.6, 8), 0);
+        let k = best_length(0.95, 0.55, 8);
+        assert!((2..=6).contains(&k), "{k}");
+        assert_eq!(best_length(1.0, 0.5, 3), 3);
+        assert_eq!(best_length(0.9, 0.1, 0), 0);
+    }
+
+    #[test]
+    fn drafting_stops_where_it_fails_and_probes_again() {
         let mut d = Drafter::new(Speculation::Ngram { max_draft: 8 }).expect("on");
-        d.record(4, 4);
-        assert_eq!(d.draft_len, 6);
-        d.record(6, 0);
-        assert_eq!(d.draft_len, 3);
-        for _ in 0..PROBATION {
-            d.record(3, 0);
+        let prompt = [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3];
+        assert!(!d.propose(&prompt, &[], 8, 0.3).is_empty());
+        for _ in 0..6 {
+            d.record(4, 0);
         }
-        assert!(
-            d.propose(&[1, 2, 1, 2], &[], 8).is_empty(),
-            "off after poor acceptance"
-        );
+        let mut drafts = Vec::new();
+        for _ in 0..=PROBE_EVERY {
+            drafts.push(d.propose(&prompt, &[], 8, 0.3).len());
+        }
+        assert!(drafts[..PROBE_EVERY].iter().all(|&n| n == 0), "{drafts:?}");
+        assert_eq!(drafts[PROBE_EVERY], 1, "one probe token");
         assert!(Drafter::new(Speculation::Off).is_none());
+    }
+
+    #[test]
+    fn pass_cost_fits_the_marginal_row() {
+        let mut c = PassCost::new();
+        assert_eq!(c.row_cost(), PRIOR_ROW_COST);
+        for i in 0..200 {
+            let rows = 1 + i % 9;
+            // 4 ms per pass plus 2 ms per row: one more row costs 2 / 6 of a one-row pass.
+            c.observe(rows, 0.004 + 0.002 * rows as f64);
+        }
+        assert!((c.row_cost() - 1.0 / 3.0).abs() < 1e-6, "{}", c.row_cost());
+        let mut only_decodes = PassCost::new();
+        for _ in 0..100 {
+            only_decodes.observe(1, 0.005);
+        }
+        assert_eq!(only_decodes.row_cost(), PRIOR_ROW_COST);
     }
 
     #[test]
@@ -192,6 +329,10 @@ mod tests {
             Some(Speculation::Ngram { max_draft: 5 })
         );
         assert_eq!(Speculation::parse("ngram:0"), None);
+        assert_eq!(
+            Speculation::parse("ngram-fixed:3"),
+            Some(Speculation::NgramFixed { draft: 3 })
+        );
         assert_eq!(Speculation::parse("draft"), None);
     }
 }

@@ -206,10 +206,10 @@ fn speculative_greedy_decoding_is_identical_on_the_default_model() {
             .map(|(k, p)| {
                 let engine = engine.clone();
                 let mut req = engine::GenerationRequest::greedy(p.clone(), 32);
-                req.speculation = if k % 4 == 3 {
-                    engine::Speculation::Off
-                } else {
-                    engine::Speculation::Ngram { max_draft }
+                req.speculation = match k % 4 {
+                    3 => engine::Speculation::Off,
+                    2 => engine::Speculation::Ngram { max_draft },
+                    _ => engine::Speculation::NgramFixed { draft: max_draft },
                 };
                 std::thread::spawn(move || engine.generate(req).expect("speculative"))
             })

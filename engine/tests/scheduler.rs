@@ -301,10 +301,10 @@ fn ngram_speculation_is_identical_to_plain_greedy_decoding() {
             .map(|(k, p)| {
                 let engine = engine.clone();
                 let mut req = GenerationRequest::greedy(p.clone(), 40);
-                req.speculation = if k % 3 == 2 {
-                    engine::Speculation::Off
-                } else {
-                    engine::Speculation::Ngram { max_draft }
+                req.speculation = match k % 4 {
+                    3 => engine::Speculation::Off,
+                    2 => engine::Speculation::Ngram { max_draft },
+                    _ => engine::Speculation::NgramFixed { draft: max_draft },
                 };
                 std::thread::spawn(move || engine.generate(req).expect("generate"))
             })
@@ -347,7 +347,7 @@ fn ngram_speculation_keeps_the_sampling_distribution() {
                 seed: seed * 2 + u64::from(spec),
             };
             req.speculation = if spec {
-                engine::Speculation::Ngram { max_draft: 2 }
+                engine::Speculation::NgramFixed { draft: 2 }
             } else {
                 engine::Speculation::Off
             };

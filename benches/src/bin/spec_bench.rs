@@ -11,9 +11,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use engine::model::transformer::{LogitsWanted, StepInput};
 use engine::{Engine, Generation, GenerationRequest, Model, SchedulerConfig, Speculation};
 
 const NEW_TOKENS: usize = 32;
@@ -216,12 +217,64 @@ fn warm_prefix(model: &Arc<Model>, files: &[String]) -> Result<serde_json::Value
     Ok(v)
 }
 
+/// Time of one forward pass over `n` new tokens on a sequence with ~`CONTEXT` cached
+/// positions, relative to a one-token decode step: what a verification pass costs.
+fn verify_cost(model: &Model, files: &[String]) -> Result<serde_json::Value> {
+    const CONTEXT: usize = 600;
+    const REPS: usize = 15;
+    let t = model.transformer();
+    let text = files
+        .iter()
+        .max_by_key(|f| f.len())
+        .context("empty corpus")?;
+    let ids = model.tokenizer().encode(text)?;
+    let ids = &ids[..ids.len().min(CONTEXT + 32)];
+    let context = ids.len().saturating_sub(32);
+    let mut cache = t.new_cache();
+    for chunk in ids[..context].chunks(64) {
+        t.forward(&mut [StepInput {
+            cache: &mut cache,
+            tokens: chunk,
+            logits: LogitsWanted::None,
+        }])?;
+    }
+    let mut rows = Vec::new();
+    let mut one = f64::NAN;
+    for n in [1usize, 2, 3, 5, 9, 17] {
+        let mut times = Vec::with_capacity(REPS);
+        for _ in 0..REPS {
+            let start = Instant::now();
+            t.forward(&mut [StepInput {
+                cache: &mut cache,
+                tokens: &ids[context..context + n],
+                logits: LogitsWanted::All,
+            }])?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+            cache.truncate(context);
+        }
+        times.sort_by(f64::total_cmp);
+        let ms = times[REPS / 2];
+        if n == 1 {
+            one = ms;
+        }
+        rows.push(serde_json::json!({"tokens": n, "ms_p50": ms, "relative_to_decode": ms / one}));
+    }
+    let v = serde_json::json!({"context": context, "passes": rows});
+    eprintln!("{v}");
+    Ok(v)
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let model_path = PathBuf::from(args.next().context("usage: spec_bench MODEL CORPUS_DIR")?);
     let corpus_dir = PathBuf::from(args.next().context("missing CORPUS_DIR")?);
     let model = Arc::new(Model::load(&model_path)?);
     let files = corpus(&corpus_dir)?;
+    let cost = verify_cost(&model, &files)?;
+    if std::env::var_os("SPEC_BENCH_COST_ONLY").is_some() {
+        println!("{}", serde_json::to_string_pretty(&cost)?);
+        return Ok(());
+    }
     let edits = edit_like(&model, &files, 4)?;
     let traces = general(&model, &files, 4)?;
     // No prefix cache while comparing decoding, so both modes prefill alike.
@@ -245,6 +298,7 @@ fn main() -> Result<()> {
             "new_tokens": NEW_TOKENS,
             "runs": runs,
             "prefix_cache": warm,
+            "verification_cost": cost,
         }))?
     );
     Ok(())

@@ -1,5 +1,6 @@
 //! Model files → a runnable [`Model`]: configuration, weights, tokenizer and identity.
 
+pub mod attention;
 pub mod config;
 pub mod gguf;
 pub mod layers;

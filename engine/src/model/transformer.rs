@@ -7,6 +7,7 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
+use super::attention::{self, AttentionShape};
 use super::config::{ModelConfig, RopeStyle};
 use super::weights::Weights;
 use crate::error::{EngineError, Result};
@@ -112,25 +113,41 @@ impl Transformer {
         let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?;
         let (keys, values) = cache.append(layer, &k, &v)?;
         let total = pos + t;
-        if t > 1 && t <= EXACT_ROWS {
-            // Row by row, each exactly as a one-token decode step at its position would
-            // compute it: speculative verification then reproduces plain decoding bit
-            // for bit (batched matmuls of other shapes round differently).
-            let scale = 1.0 / (hd as f64).sqrt();
-            let mut rows = Vec::with_capacity(t);
-            for i in 0..t {
-                let qi = (q
-                    .narrow(1, i, 1)?
-                    .contiguous()?
-                    .reshape((nkv, groups, hd))?
-                    * scale)?;
-                let len = pos + i + 1;
-                let scores = qi.matmul(&keys.narrow(1, 0, len)?.t()?)?;
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                let out = probs.matmul(&values.narrow(1, 0, len)?.contiguous()?)?;
-                rows.push(out.reshape((1, nh * hd))?);
+        if t <= EXACT_ROWS {
+            // Each row exactly as a one-token decode step at its position computes
+            // it: speculative verification then reproduces plain decoding bit for bit.
+            let qv = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            let shape = AttentionShape {
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: hd,
+                capacity: 0,
+                pos,
+                rows: t,
+            };
+            let out = cache.with_cpu_layer(layer, |keys, values, capacity| {
+                attention::attend(&qv, keys, values, AttentionShape { capacity, ..shape })
+            });
+            if let Some(out) = out {
+                return Ok(Tensor::from_vec(out, (t, nh * hd), &self.device)?);
             }
-            return Ok(Tensor::cat(&rows, 0)?);
+            if t > 1 {
+                // Not on the CPU: one row at a time through the one-row path below.
+                let mut rows = Vec::with_capacity(t);
+                for i in 0..t {
+                    let qi = (q
+                        .narrow(1, i, 1)?
+                        .contiguous()?
+                        .reshape((nkv, groups, hd))?
+                        * (1.0 / (hd as f64).sqrt()))?;
+                    let len = pos + i + 1;
+                    let scores = qi.matmul(&keys.narrow(1, 0, len)?.t()?)?;
+                    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                    let out = probs.matmul(&values.narrow(1, 0, len)?.contiguous()?)?;
+                    rows.push(out.reshape((1, nh * hd))?);
+                }
+                return Ok(Tensor::cat(&rows, 0)?);
+            }
         }
         let q = (q.contiguous()?.reshape((nkv, groups * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
         let scores = q.matmul(&keys.t()?)?;
