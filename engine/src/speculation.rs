@@ -4,9 +4,10 @@
 //! plain decoding would have produced (greedy), or the same distribution (sampling).
 
 /// How a request drafts tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Speculation {
     /// Plain decoding: one token per forward pass.
+    #[default]
     Off,
     /// Prompt-lookup drafting of up to `max_draft` tokens per step.
     Ngram {
@@ -19,12 +20,6 @@ pub enum Speculation {
         /// Tokens proposed in each step.
         draft: usize,
     },
-}
-
-impl Default for Speculation {
-    fn default() -> Self {
-        Speculation::Off
-    }
 }
 
 impl Speculation {

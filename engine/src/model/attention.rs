@@ -129,7 +129,7 @@ mod fused {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn head(q: &[f32], k: &[f32], v: &[f32], scale: f32, dst: &mut [f32]) {
         let hd = dst.len();
-        if hd % 8 != 0 {
+        if !hd.is_multiple_of(8) {
             return super::head(q, k, v, scale, dst);
         }
         let lanes = hd / 8;
