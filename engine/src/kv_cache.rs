@@ -116,6 +116,23 @@ impl KvCache {
         self.len = (self.len + t).min(self.capacity);
     }
 
+    /// A new cache holding a copy of the first `len` positions (all when `len` is
+    /// larger), with room to grow; `self` is left as it is.
+    pub fn copy_prefix(&self, len: usize) -> Result<KvCache> {
+        let len = len.min(self.len);
+        let mut copy = KvCache::new(self.num_layers, self.kv_heads, self.head_dim, &self.device);
+        if len == 0 {
+            return Ok(copy);
+        }
+        copy.reserve(len)?;
+        for ((sk, sv), (dk, dv)) in self.layers.iter().zip(&copy.layers) {
+            dk.slice_set(&sk.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+            dv.slice_set(&sv.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+        }
+        copy.len = len;
+        Ok(copy)
+    }
+
     /// Forgets every position from `len` on (rollback after rejected speculation).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);

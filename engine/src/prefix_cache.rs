@@ -1,9 +1,12 @@
 //! Reuse of key/value state across requests that share a token prefix.
 //!
 //! Consecutive keystrokes in an editor send prompts that extend (or slightly
-//! change the end of) the previous one. When a sequence ends, its cache is kept
-//! here with the tokens it holds; a new request takes the entry with the longest
-//! common prefix, rolls it back to that prefix and prefills only the rest.
+//! change the end of) the previous one, and requests from one repository share
+//! file headers. When a sequence ends, its cache is kept here with the tokens it
+//! holds. A new request finds the entry with the longest common prefix, starts
+//! from a copy of that prefix's state and prefills only the rest; the entry stays
+//! for every later request (it is handed over without a copy only when the new
+//! prompt extends all of it, since the new sequence will supersede it).
 
 use crate::kv_cache::KvCache;
 
@@ -25,7 +28,7 @@ pub(crate) struct PrefixCache {
 
 /// What a lookup found.
 pub(crate) struct Reuse {
-    /// The cache, already rolled back to `tokens` positions.
+    /// A cache holding exactly `tokens` positions.
     pub cache: KvCache,
     /// Prompt tokens whose state the cache already holds.
     pub tokens: usize,
@@ -46,9 +49,9 @@ impl PrefixCache {
         self.entries.iter().map(|e| e.cache.allocated_bytes()).sum()
     }
 
-    /// Takes the entry sharing the longest prefix with `prompt`, leaving at least
-    /// one prompt token to be fed (its logits start the generation).
-    pub fn take(&mut self, prompt: &[u32]) -> Option<Reuse> {
+    /// The state of the longest prefix `prompt` shares with an entry, leaving at
+    /// least one prompt token to be fed (its logits start the generation).
+    pub fn lookup(&mut self, prompt: &[u32]) -> Option<Reuse> {
         let limit = prompt.len().saturating_sub(1);
         let (best, shared) = self
             .entries
@@ -59,10 +62,20 @@ impl PrefixCache {
         if shared < MIN_REUSE {
             return None;
         }
-        let mut entry = self.entries.swap_remove(best);
-        entry.cache.truncate(shared);
+        if shared == self.entries[best].tokens.len() {
+            let entry = self.entries.swap_remove(best);
+            return Some(Reuse {
+                cache: entry.cache,
+                tokens: shared,
+            });
+        }
+        self.clock += 1;
+        let entry = &mut self.entries[best];
+        entry.last_used = self.clock;
+        // A copy that fails (out of memory) is a miss, not an error.
+        let cache = entry.cache.copy_prefix(shared).ok()?;
         Some(Reuse {
-            cache: entry.cache,
+            cache,
             tokens: shared,
         })
     }
@@ -122,23 +135,35 @@ mod tests {
         let mut pc = PrefixCache::new(1 << 20);
         pc.insert((0..10).collect(), filled(10));
         pc.insert(vec![0, 1, 2, 3, 4, 9, 9, 9], filled(8));
-        let hit = pc.take(&(0..10).collect::<Vec<_>>()).expect("hit");
+        let hit = pc.lookup(&(0..10).collect::<Vec<_>>()).expect("hit");
         assert_eq!(hit.tokens, 9, "one token must be left to produce logits");
         assert_eq!(hit.cache.len(), 9);
-        let hit = pc.take(&[0, 1, 2, 3, 4, 9, 7, 7]).expect("second entry");
+        let hit = pc.lookup(&[0, 1, 2, 3, 4, 9, 7, 7]).expect("second entry");
         assert_eq!(hit.tokens, 6);
-        assert!(
-            pc.take(&[0, 1, 2, 3, 4]).is_none(),
-            "both entries were taken"
-        );
+        assert_eq!(hit.cache.len(), 6);
+    }
+
+    #[test]
+    fn entries_are_shared_and_handed_over_only_when_fully_used() {
+        let mut pc = PrefixCache::new(1 << 20);
+        pc.insert((0..10).collect(), filled(10));
+        // Two requests that diverge inside the entry both reuse it.
+        let a = pc.lookup(&[0, 1, 2, 3, 4, 5, 50, 51]).expect("first");
+        let b = pc.lookup(&[0, 1, 2, 3, 4, 5, 6, 60]).expect("second");
+        assert_eq!((a.tokens, b.tokens), (6, 7));
+        assert_eq!(pc.entries.len(), 1, "still cached for others");
+        // A prompt that extends the whole entry takes it over.
+        let c = pc.lookup(&(0..12).collect::<Vec<_>>()).expect("third");
+        assert_eq!(c.tokens, 10);
+        assert!(pc.entries.is_empty());
     }
 
     #[test]
     fn short_or_unrelated_prefixes_miss() {
         let mut pc = PrefixCache::new(1 << 20);
         pc.insert((0..10).collect(), filled(10));
-        assert!(pc.take(&[5, 6, 7, 8, 9]).is_none());
-        assert!(pc.take(&[0, 1, 2, 7, 7, 7]).is_none());
+        assert!(pc.lookup(&[5, 6, 7, 8, 9]).is_none());
+        assert!(pc.lookup(&[0, 1, 2, 7, 7, 7]).is_none());
     }
 
     #[test]
@@ -150,11 +175,11 @@ mod tests {
         }
         assert!(pc.bytes() <= 2 * one);
         assert!(
-            pc.take(&(400..410).collect::<Vec<_>>()).is_some(),
+            pc.lookup(&(400..410).collect::<Vec<_>>()).is_some(),
             "newest kept"
         );
         assert!(
-            pc.take(&(0..10).collect::<Vec<_>>()).is_none(),
+            pc.lookup(&(0..10).collect::<Vec<_>>()).is_none(),
             "oldest evicted"
         );
     }

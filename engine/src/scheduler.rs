@@ -16,10 +16,10 @@ use crate::generation::{
 };
 use crate::kv_cache::KvCache;
 use crate::model::Model;
-use crate::model::transformer::{LogitsWanted, StepInput};
+use crate::model::transformer::{LogitsWanted, StepInput, argmax_rows};
 use crate::prefix_cache::PrefixCache;
 use crate::sampling::Sampler;
-use crate::speculation::{Drafter, PassCost};
+use crate::speculation::{Drafter, PassCost, StepCost};
 use crate::stop::StopMatcher;
 use crate::tokenizer::StreamDecoder;
 
@@ -85,6 +85,7 @@ struct Job {
 #[derive(Clone)]
 pub struct Engine {
     model: Arc<Model>,
+    draft: Option<Arc<Model>>,
     jobs: Sender<Job>,
     counters: Arc<EngineCounters>,
 }
@@ -100,10 +101,35 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Starts the worker thread for `model`.
     pub fn start(model: Arc<Model>, config: SchedulerConfig) -> Result<Self> {
+        Self::start_inner(model, None, config)
+    }
+
+    /// Starts the worker thread for `model` with `draft`, a smaller model with the
+    /// same tokenizer that proposes tokens for requests speculating with a draft
+    /// model ([`Speculation::Draft`](crate::Speculation::Draft)).
+    pub fn start_with_draft(
+        model: Arc<Model>,
+        draft: Arc<Model>,
+        config: SchedulerConfig,
+    ) -> Result<Self> {
+        check_draft_compatible(&model, &draft)?;
+        Self::start_inner(model, Some(draft), config)
+    }
+
+    fn start_inner(
+        model: Arc<Model>,
+        draft: Option<Arc<Model>>,
+        config: SchedulerConfig,
+    ) -> Result<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(EngineCounters::default());
+        let draft_cost = draft.as_ref().map_or(0.0, |d| {
+            d.info().parameters as f64 / model.info().parameters.max(1) as f64
+        });
         let worker = Worker {
             model: model.clone(),
+            draft: draft.clone(),
+            draft_cost,
             jobs: rx,
             prefix_cache: PrefixCache::new(config.prefix_cache_bytes),
             pass_cost: PassCost::new(),
@@ -118,9 +144,15 @@ impl Engine {
             .map_err(|e| EngineError::io("<engine thread>", e))?;
         Ok(Self {
             model,
+            draft,
             jobs: tx,
             counters,
         })
+    }
+
+    /// The draft model loaded next to the main one, if any.
+    pub fn draft_model(&self) -> Option<&Arc<Model>> {
+        self.draft.as_ref()
     }
 
     /// The model this engine serves.
@@ -137,6 +169,11 @@ impl Engine {
     pub fn validate(&self, request: &GenerationRequest) -> Result<()> {
         let cfg = self.model.info().config.clone();
         request.sampling.validate()?;
+        if request.speculation.uses_draft_model() && self.draft.is_none() {
+            return Err(EngineError::InvalidRequest(
+                "speculation with a draft model was requested, but no draft model is loaded".into(),
+            ));
+        }
         if request.prompt.is_empty() {
             return Err(EngineError::InvalidRequest("empty prompt".into()));
         }
@@ -190,6 +227,8 @@ impl Engine {
 struct Sequence {
     job: Job,
     cache: KvCache,
+    /// The draft model's cache (draft-model speculation only).
+    draft_cache: Option<KvCache>,
     fed: usize,
     reused: usize,
     failed: bool,
@@ -209,13 +248,18 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn new(job: Job, cache: KvCache, reused: usize) -> Self {
+    fn new(job: Job, cache: KvCache, reused: usize, draft: Option<&Model>) -> Self {
         let sampler = Sampler::new(job.request.sampling.clone());
         let stop = StopMatcher::new(&job.request.stop);
         let drafter = Drafter::new(job.request.speculation);
+        let draft_cache = match (&drafter, draft) {
+            (Some(d), Some(m)) if d.uses_model() => Some(m.transformer().new_cache()),
+            _ => None,
+        };
         Self {
             job,
             cache,
+            draft_cache,
             fed: reused,
             reused,
             failed: false,
@@ -317,6 +361,9 @@ impl Sequence {
 
 struct Worker {
     model: Arc<Model>,
+    draft: Option<Arc<Model>>,
+    /// Cost of one draft-model step relative to one main-model step.
+    draft_cost: f64,
     jobs: Receiver<Job>,
     config: SchedulerConfig,
     counters: Arc<EngineCounters>,
@@ -370,7 +417,7 @@ impl Worker {
             }
             self.counters.active.fetch_add(1, Ordering::Relaxed);
             self.counters.prefix_lookups.fetch_add(1, Ordering::Relaxed);
-            let (cache, reused) = match self.prefix_cache.take(&job.request.prompt) {
+            let (cache, reused) = match self.prefix_cache.lookup(&job.request.prompt) {
                 Some(hit) => {
                     self.counters.prefix_hits.fetch_add(1, Ordering::Relaxed);
                     self.counters
@@ -380,7 +427,8 @@ impl Worker {
                 }
                 None => (self.model.transformer().new_cache(), 0),
             };
-            self.active.push(Sequence::new(job, cache, reused));
+            let draft = self.draft.as_deref();
+            self.active.push(Sequence::new(job, cache, reused, draft));
         }
     }
 
@@ -412,12 +460,139 @@ impl Worker {
         }
     }
 
+    /// Fills the drafts of `plan` entries listed in `wanted` (entry, length) with
+    /// the draft model's greedy continuation of each sequence's context. The draft
+    /// caches first catch up on the context in fixed-size chunks; then each round
+    /// feeds every unfinished draft's last token in one batched step. A failing
+    /// draft step leaves the drafts short (plain decoding for that step).
+    fn draft_with_model(
+        &mut self,
+        plan: &mut [(usize, usize, Vec<u32>)],
+        wanted: &[(usize, usize)],
+    ) {
+        let Some(draft_model) = self.draft.clone() else {
+            return;
+        };
+        let t = draft_model.transformer();
+        let chunk = self.config.prefill_chunk.max(1);
+        // Catch up: feed the context the draft cache lacks; the last chunk's logits
+        // give the first drafted token.
+        let contexts: Vec<Vec<u32>> = wanted
+            .iter()
+            .map(|&(entry, _)| {
+                let seq = &self.active[plan[entry].0];
+                let mut c = seq.job.request.prompt.clone();
+                c.extend_from_slice(&seq.generated);
+                c
+            })
+            .collect();
+        for (&(entry, _), context) in wanted.iter().zip(&contexts) {
+            let seq = &mut self.active[plan[entry].0];
+            let Some(dc) = seq.draft_cache.as_mut() else {
+                continue;
+            };
+            // At least the last context token is fed: its logits start the draft.
+            dc.truncate(context.len().saturating_sub(1));
+        }
+        loop {
+            let mut slots: Vec<Option<&mut Sequence>> = self.active.iter_mut().map(Some).collect();
+            let mut inputs = Vec::new();
+            let mut owners = Vec::new();
+            for (w, (&(entry, _), context)) in wanted.iter().zip(&contexts).enumerate() {
+                let Some(seq) = slots[plan[entry].0].take() else {
+                    continue;
+                };
+                let Some(dc) = seq.draft_cache.as_mut() else {
+                    continue;
+                };
+                let start = dc.len();
+                if start >= context.len() || !plan[entry].2.is_empty() {
+                    continue;
+                }
+                let end = (start + chunk).min(context.len());
+                let logits = if end == context.len() {
+                    LogitsWanted::Last
+                } else {
+                    LogitsWanted::None
+                };
+                inputs.push(StepInput {
+                    cache: dc,
+                    tokens: &context[start..end],
+                    logits,
+                });
+                owners.push(w);
+            }
+            if inputs.is_empty() {
+                break;
+            }
+            let Ok(outputs) = t.forward(&mut inputs) else {
+                return;
+            };
+            drop(inputs);
+            for (w, logits) in owners.into_iter().zip(outputs) {
+                if let Some(token) = logits.and_then(|l| argmax_rows(&l).ok()?.first().copied()) {
+                    plan[wanted[w].0].2.push(token);
+                }
+            }
+        }
+        // Each further round extends every draft that is still short by one token.
+        loop {
+            let mut slots: Vec<Option<&mut Sequence>> = self.active.iter_mut().map(Some).collect();
+            let mut inputs = Vec::new();
+            let mut owners = Vec::new();
+            let lasts: Vec<Option<u32>> = wanted
+                .iter()
+                .map(|&(entry, k)| {
+                    let d = &plan[entry].2;
+                    (!d.is_empty() && d.len() < k).then(|| d[d.len() - 1])
+                })
+                .collect();
+            for (w, &(entry, _)) in wanted.iter().enumerate() {
+                let Some(last) = lasts[w].as_ref() else {
+                    continue;
+                };
+                let Some(seq) = slots[plan[entry].0].take() else {
+                    continue;
+                };
+                let Some(dc) = seq.draft_cache.as_mut() else {
+                    continue;
+                };
+                inputs.push(StepInput {
+                    cache: dc,
+                    tokens: std::slice::from_ref(last),
+                    logits: LogitsWanted::Last,
+                });
+                owners.push(w);
+            }
+            if inputs.is_empty() {
+                break;
+            }
+            let Ok(outputs) = t.forward(&mut inputs) else {
+                return;
+            };
+            drop(inputs);
+            let mut progressed = false;
+            for (w, logits) in owners.into_iter().zip(outputs) {
+                if let Some(token) = logits.and_then(|l| argmax_rows(&l).ok()?.first().copied()) {
+                    plan[wanted[w].0].2.push(token);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
     fn step(&mut self) {
         let mut budget = self.config.max_batch_tokens;
         let decoding = self.active.iter().filter(|s| s.pending.is_some()).count();
         // (sequence index, prompt tokens to feed, draft tokens to verify)
         let mut plan: Vec<(usize, usize, Vec<u32>)> = Vec::new();
+        // (plan entry, tokens a draft model should propose)
+        let mut model_drafts: Vec<(usize, usize)> = Vec::new();
         let row_cost = self.pass_cost.row_cost();
+        let draft_cost = self.draft_cost;
         for (i, seq) in self.active.iter_mut().enumerate() {
             if seq.pending.is_some() && budget > 0 {
                 budget -= 1;
@@ -429,8 +604,26 @@ impl Worker {
                         .max_new_tokens
                         .saturating_sub(seq.generated.len()),
                 );
+                let cost = StepCost {
+                    per_draft_token: row_cost,
+                    batch: decoding,
+                };
                 let draft = match seq.drafter.as_mut() {
-                    Some(d) => d.propose(&seq.job.request.prompt, &seq.generated, room, row_cost),
+                    Some(d) if d.uses_model() => {
+                        if seq.draft_cache.is_some() {
+                            let cost = StepCost {
+                                per_draft_token: row_cost + draft_cost,
+                                ..cost
+                            };
+                            let k = d.model_draft_length(room, cost);
+                            if k > 0 {
+                                model_drafts.push((plan.len(), k));
+                                budget -= k;
+                            }
+                        }
+                        Vec::new()
+                    }
+                    Some(d) => d.propose(&seq.job.request.prompt, &seq.generated, room, cost),
                     None => Vec::new(),
                 };
                 budget -= draft.len();
@@ -454,6 +647,9 @@ impl Worker {
         }
         if plan.is_empty() {
             return;
+        }
+        if !model_drafts.is_empty() {
+            self.draft_with_model(&mut plan, &model_drafts);
         }
         let model = self.model.clone();
         // Decoding sequences feed their pending token followed by their draft.
@@ -572,6 +768,11 @@ impl Worker {
                 // Roll back the state of rejected draft tokens (a length change only).
                 let keep = seq.fed + seq.fed_generated;
                 seq.cache.truncate(keep);
+                if let Some(dc) = seq.draft_cache.as_mut() {
+                    // It holds the context before this step and all drafts but the last.
+                    let context = seq.job.request.prompt.len() + before;
+                    dc.truncate(context + accepted.min(draft.len() - 1));
+                }
                 if let Some(d) = seq.drafter.as_mut() {
                     d.record(draft.len(), accepted);
                 }
@@ -586,5 +787,23 @@ impl Worker {
                 .generated_tokens
                 .fetch_add((seq.generated.len() - before) as u64, Ordering::Relaxed);
         }
+    }
+}
+
+/// Checks that `draft` can propose tokens for `model`: the same vocabulary, token
+/// for token.
+fn check_draft_compatible(model: &Model, draft: &Model) -> Result<()> {
+    let (a, b) = (model.tokenizer(), draft.tokenizer());
+    let same = a.vocab_size() == b.vocab_size()
+        && model.info().config.vocab_size == draft.info().config.vocab_size
+        && (0..a.vocab_size() as u32).all(|id| a.token_bytes(id) == b.token_bytes(id));
+    if same {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidRequest(format!(
+            "draft model {} does not share the tokenizer of {}",
+            draft.info().name,
+            model.info().name
+        )))
     }
 }

@@ -1,7 +1,10 @@
-//! Speculative decoding by prompt lookup: the tokens that followed the latest earlier
-//! occurrence of the sequence's last n-gram are proposed as a draft, and the model
+//! Speculative decoding: a cheap source proposes a draft of next tokens and the model
 //! verifies the whole draft in one forward pass. Verification keeps exactly the tokens
 //! plain decoding would have produced (greedy), or the same distribution (sampling).
+//!
+//! Two sources: prompt lookup (the tokens that followed the latest earlier occurrence
+//! of the sequence's last n-gram) and a draft model (a smaller model with the same
+//! tokenizer, loaded next to the main one, proposing its greedy continuation).
 
 /// How a request drafts tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,30 +23,56 @@ pub enum Speculation {
         /// Tokens proposed in each step.
         draft: usize,
     },
+    /// Draft-model drafting of up to `max_draft` tokens per step (the engine must
+    /// have been started with a draft model).
+    Draft {
+        /// Most tokens proposed in one step.
+        max_draft: usize,
+    },
+    /// Draft-model drafting of exactly `draft` tokens per step.
+    DraftFixed {
+        /// Tokens proposed in each step.
+        draft: usize,
+    },
 }
 
 impl Speculation {
     /// Prompt lookup with the default draft length.
     pub const NGRAM: Speculation = Speculation::Ngram { max_draft: 8 };
 
-    /// Parses `off`, `ngram`, `ngram:K` or `ngram-fixed:K` (the command line and
-    /// config spelling).
+    /// Draft-model drafting with the default draft length.
+    pub const DRAFT: Speculation = Speculation::Draft { max_draft: 8 };
+
+    /// Parses `off`, `ngram`, `ngram:K`, `ngram-fixed:K`, `draft` or `draft-fixed:K`
+    /// (the request and config spelling; which draft model is loaded is the
+    /// server's or command line's business).
     pub fn parse(s: &str) -> Option<Self> {
         let length = |k: &str| k.parse::<usize>().ok().filter(|k| (1..=32).contains(k));
         match s {
             "off" => Some(Speculation::Off),
             "ngram" => Some(Speculation::NGRAM),
+            "draft" => Some(Speculation::DRAFT),
             _ => {
                 if let Some(k) = s.strip_prefix("ngram:") {
                     Some(Speculation::Ngram {
                         max_draft: length(k)?,
                     })
-                } else {
-                    let k = s.strip_prefix("ngram-fixed:")?;
+                } else if let Some(k) = s.strip_prefix("ngram-fixed:") {
                     Some(Speculation::NgramFixed { draft: length(k)? })
+                } else {
+                    let k = s.strip_prefix("draft-fixed:")?;
+                    Some(Speculation::DraftFixed { draft: length(k)? })
                 }
             }
         }
+    }
+
+    /// Whether this mode needs a draft model.
+    pub fn uses_draft_model(self) -> bool {
+        matches!(
+            self,
+            Speculation::Draft { .. } | Speculation::DraftFixed { .. }
+        )
     }
 }
 
@@ -59,12 +88,23 @@ const ACCEPTANCE_WEIGHT: f64 = 0.35;
 /// after this many plain steps, so that its acceptance estimate can recover.
 const PROBE_EVERY: usize = 12;
 
+/// What drafting costs in the step being planned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepCost {
+    /// Cost of one drafted token relative to a one-row pass: its verification row,
+    /// plus the draft model's step when a draft model proposes it.
+    pub per_draft_token: f64,
+    /// Sequences decoding in the step.
+    pub batch: usize,
+}
+
 /// Per-sequence drafting state: chooses each draft's length from the observed
 /// acceptance and the cost of verifying more tokens in one pass.
 #[derive(Debug, Clone)]
 pub(crate) struct Drafter {
     max_draft: usize,
     fixed: bool,
+    from_model: bool,
     acceptance: f64,
     since_draft: usize,
     drafted: usize,
@@ -76,12 +116,15 @@ impl Drafter {
     pub fn new(mode: Speculation) -> Option<Self> {
         let (max_draft, fixed) = match mode {
             Speculation::Off => return None,
-            Speculation::Ngram { max_draft } => (max_draft, false),
-            Speculation::NgramFixed { draft } => (draft, true),
+            Speculation::Ngram { max_draft } | Speculation::Draft { max_draft } => {
+                (max_draft, false)
+            }
+            Speculation::NgramFixed { draft } | Speculation::DraftFixed { draft } => (draft, true),
         };
         (max_draft > 0).then_some(Self {
             max_draft,
             fixed,
+            from_model: mode.uses_draft_model(),
             acceptance: PRIOR_ACCEPTANCE,
             since_draft: 0,
             drafted: 0,
@@ -89,36 +132,52 @@ impl Drafter {
         })
     }
 
-    /// Proposes tokens to follow `context` (prompt, then generated tokens; its last
-    /// token is the one about to be fed): at most `room`, and only as many as are
-    /// expected to pay for themselves when one more row in a pass costs
-    /// `row_cost` of a one-token pass.
+    /// Whether drafts come from a draft model (else from prompt lookup).
+    pub fn uses_model(&self) -> bool {
+        self.from_model
+    }
+
+    /// Proposes tokens to follow `context` by prompt lookup (prompt, then generated
+    /// tokens; its last token is the one about to be fed): at most `room`, and only
+    /// as many as are expected to pay for themselves when one more row in a pass
+    /// costs `row_cost` of a one-token pass.
     pub fn propose(
         &mut self,
         prompt: &[u32],
         generated: &[u32],
         room: usize,
-        row_cost: f64,
+        cost: StepCost,
     ) -> Vec<u32> {
         let want = self.max_draft.min(room);
         if want == 0 {
             return Vec::new();
         }
         let mut draft = lookup(prompt, generated, want);
-        if self.fixed {
-            return draft;
-        }
-        let mut len = best_length(self.acceptance, row_cost, draft.len());
-        if len == 0 && !draft.is_empty() && self.since_draft >= PROBE_EVERY {
+        let len = self.length(draft.len(), cost);
+        draft.truncate(len);
+        draft
+    }
+
+    /// How many tokens a draft model should propose (at most `room`).
+    pub fn model_draft_length(&mut self, room: usize, cost: StepCost) -> usize {
+        self.length(self.max_draft.min(room), cost)
+    }
+
+    fn length(&mut self, available: usize, cost: StepCost) -> usize {
+        let mut len = if self.fixed {
+            available
+        } else {
+            best_length(self.acceptance, cost.per_draft_token, available, cost.batch)
+        };
+        if len == 0 && available > 0 && self.since_draft >= PROBE_EVERY {
             len = 1;
         }
-        draft.truncate(len);
-        if draft.is_empty() {
+        if len == 0 {
             self.since_draft += 1;
         } else {
             self.since_draft = 0;
         }
-        draft
+        len
     }
 
     /// Records how many of `drafted` tokens were accepted.
@@ -138,18 +197,28 @@ impl Drafter {
     }
 }
 
-/// The draft length (at most `available`) with the most tokens per unit of pass
-/// time, when each drafted token is accepted with probability `acceptance` (given
-/// the ones before it were) and each extra row costs `row_cost` of a one-row pass.
-/// Zero when no draft beats plain decoding.
-pub(crate) fn best_length(acceptance: f64, row_cost: f64, available: usize) -> usize {
+/// The draft length (at most `available`) that gives a step the most tokens per
+/// unit of time, when each drafted token is accepted with probability
+/// `acceptance` (given the ones before it were), each extra row costs `row_cost`
+/// of a one-row pass, and `batch` sequences (this one included) decode in the same
+/// step. Zero when no draft beats plain decoding.
+///
+/// With pass time `1 - row_cost + row_cost · rows`, the step yields
+/// `batch - 1 + E(k)` tokens, `E(k) = 1 + a + … + a^k`, for `batch + k` rows: on
+/// memory-bound hardware (small `row_cost`) drafts pay even in full batches; on a
+/// compute-bound CPU only confident drafts of a lone sequence do.
+pub(crate) fn best_length(acceptance: f64, row_cost: f64, available: usize, batch: usize) -> usize {
     let a = acceptance.clamp(0.0, 1.0);
-    let (mut best, mut best_rate) = (0, 1.0);
+    let beta = row_cost.max(0.0);
+    let others = batch.max(1) as f64 - 1.0;
+    let time = |rows: f64| (1.0 - beta).max(0.0) + beta * rows;
+    let mut best = 0;
+    let mut best_rate = (others + 1.0) / time(others + 1.0);
     let (mut expected, mut p) = (1.0, 1.0);
     for k in 1..=available {
         p *= a;
         expected += p;
-        let rate = expected / (1.0 + row_cost.max(0.0) * k as f64);
+        let rate = (others + expected) / time(others + 1.0 + k as f64);
         if rate > best_rate * 1.02 {
             best = k;
             best_rate = rate;
@@ -272,27 +341,37 @@ mod tests {
     fn drafts_are_as_long_as_they_pay() {
         // Cheap extra rows (memory-bound hardware): draft even at modest acceptance,
         // and long drafts at high acceptance.
-        assert_eq!(best_length(0.6, 0.05, 8), 3);
-        assert_eq!(best_length(0.97, 0.05, 8), 8);
+        assert_eq!(best_length(0.6, 0.05, 8, 1), 3);
+        assert_eq!(best_length(0.97, 0.05, 8, 1), 8);
+        assert!(
+            best_length(0.9, 0.02, 8, 8) >= 4,
+            "pays even in a full batch"
+        );
         // Costly rows (compute-bound CPU): only confident drafts, and short ones.
-        assert_eq!(best_length(0.5, 0.6, 8), 0);
-        let k = best_length(0.95, 0.55, 8);
+        assert_eq!(best_length(0.5, 0.6, 8, 1), 0);
+        let k = best_length(0.95, 0.55, 8, 1);
         assert!((2..=6).contains(&k), "{k}");
-        assert_eq!(best_length(1.0, 0.5, 3), 3);
-        assert_eq!(best_length(0.9, 0.1, 0), 0);
+        assert_eq!(best_length(1.0, 0.5, 3, 1), 3);
+        assert_eq!(best_length(0.9, 0.1, 0, 1), 0);
+        // … and none in a batch, where the rows are better spent on other sequences.
+        assert_eq!(best_length(0.8, 0.55, 8, 4), 0);
     }
 
     #[test]
     fn drafting_stops_where_it_fails_and_probes_again() {
         let mut d = Drafter::new(Speculation::Ngram { max_draft: 8 }).expect("on");
         let prompt = [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3];
-        assert!(!d.propose(&prompt, &[], 8, 0.3).is_empty());
+        let cost = StepCost {
+            per_draft_token: 0.3,
+            batch: 1,
+        };
+        assert!(!d.propose(&prompt, &[], 8, cost).is_empty());
         for _ in 0..6 {
             d.record(4, 0);
         }
         let mut drafts = Vec::new();
         for _ in 0..=PROBE_EVERY {
-            drafts.push(d.propose(&prompt, &[], 8, 0.3).len());
+            drafts.push(d.propose(&prompt, &[], 8, cost).len());
         }
         assert!(drafts[..PROBE_EVERY].iter().all(|&n| n == 0), "{drafts:?}");
         assert_eq!(drafts[PROBE_EVERY], 1, "one probe token");
@@ -328,6 +407,12 @@ mod tests {
             Speculation::parse("ngram-fixed:3"),
             Some(Speculation::NgramFixed { draft: 3 })
         );
-        assert_eq!(Speculation::parse("draft"), None);
+        assert_eq!(Speculation::parse("draft"), Some(Speculation::DRAFT));
+        assert_eq!(
+            Speculation::parse("draft-fixed:4"),
+            Some(Speculation::DraftFixed { draft: 4 })
+        );
+        assert!(Speculation::DRAFT.uses_draft_model());
+        assert!(!Speculation::NGRAM.uses_draft_model());
     }
 }

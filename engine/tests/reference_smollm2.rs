@@ -227,3 +227,102 @@ fn speculative_greedy_decoding_is_identical_on_the_default_model() {
     eprintln!("speculation: {accepted}/{drafted} drafted tokens accepted");
     assert!(drafted > 0);
 }
+
+/// Greedy outputs with a draft model equal plain decoding on the default model, for a
+/// draft that agrees often (the model itself) and one that agrees sometimes (a block
+/// subset written by `write_layer_subset`), batched with plain and n-gram requests.
+#[test]
+fn draft_model_speculation_is_identical_on_the_default_model() {
+    use engine::model::layer_subset::write_layer_subset;
+    use engine::{Engine, GenerationRequest, SchedulerConfig, Speculation};
+    use std::sync::Arc;
+
+    let path = default_model_path();
+    let model = Arc::new(Model::load(&path).expect("default model"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let subset_path = dir.path().join("draft.gguf");
+    let blocks: Vec<usize> = (0..30).filter(|&b| b != 15).collect();
+    write_layer_subset(&path, &blocks, &subset_path).expect("write draft");
+    let subset = Arc::new(Model::load(&subset_path).expect("draft loads"));
+    assert_eq!(subset.info().config.num_layers, 29);
+    assert_eq!(
+        subset.tokenizer().vocab_size(),
+        model.tokenizer().vocab_size()
+    );
+    let config = || SchedulerConfig {
+        prefix_cache_bytes: 0,
+        ..Default::default()
+    };
+    let fx = json("smollm2_logits.json");
+    let prompts: Vec<Vec<u32>> = fx["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .map(|p| ids(&p["prompt_ids"]))
+        .take(6)
+        .collect();
+    let plain_engine = Engine::start(model.clone(), config()).expect("engine");
+    let plain: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            plain_engine
+                .generate(GenerationRequest::greedy(p.clone(), 24))
+                .expect("plain")
+                .tokens
+        })
+        .collect();
+    for (name, draft) in [("itself", model.clone()), ("29 blocks", subset)] {
+        let engine = Engine::start_with_draft(model.clone(), draft, config()).expect("engine");
+        let (mut drafted, mut accepted) = (0, 0);
+        for k in [2, 5] {
+            let handles: Vec<_> = prompts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let engine = engine.clone();
+                    let mut req = GenerationRequest::greedy(p.clone(), 24);
+                    req.speculation = match i % 4 {
+                        0 => Speculation::Off,
+                        1 => Speculation::NgramFixed { draft: k },
+                        2 => Speculation::Draft { max_draft: k },
+                        _ => Speculation::DraftFixed { draft: k },
+                    };
+                    std::thread::spawn(move || engine.generate(req).expect("speculative"))
+                })
+                .collect();
+            for (i, h) in handles.into_iter().enumerate() {
+                let out = h.join().expect("thread");
+                assert_eq!(out.tokens, plain[i], "draft {name}, prompt {i}, k {k}");
+                if i % 4 == 3 {
+                    drafted += out.stats.drafted_tokens;
+                    accepted += out.stats.accepted_tokens;
+                }
+            }
+        }
+        eprintln!("draft {name}: {accepted}/{drafted} drafted tokens accepted");
+        assert!(drafted > 0, "draft {name} never drafted");
+        if name == "itself" {
+            assert_eq!(accepted, drafted, "a model agrees with itself");
+        } else {
+            assert!(accepted < drafted, "rejections were exercised");
+        }
+    }
+}
+
+/// A draft must share the tokenizer; requests for a draft model need one loaded.
+#[test]
+fn draft_models_are_checked() {
+    use engine::{Engine, GenerationRequest, SchedulerConfig, Speculation};
+    use std::sync::Arc;
+
+    let model = Arc::new(Model::load(&default_model_path()).expect("default model"));
+    let tiny = Arc::new(Model::load(&fixtures().join("tiny/llama")).expect("tiny model"));
+    let err = Engine::start_with_draft(model.clone(), tiny, SchedulerConfig::default())
+        .expect_err("different tokenizer");
+    assert!(err.to_string().contains("tokenizer"), "{err}");
+    let engine = Engine::start(model.clone(), SchedulerConfig::default()).expect("engine");
+    let mut req = GenerationRequest::greedy(vec![1, 2, 3], 4);
+    req.speculation = Speculation::DRAFT;
+    let err = engine.generate(req).expect_err("no draft model");
+    assert!(err.to_string().contains("draft model"), "{err}");
+}

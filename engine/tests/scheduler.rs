@@ -324,10 +324,25 @@ fn ngram_speculation_is_identical_to_plain_greedy_decoding() {
 
 #[test]
 fn ngram_speculation_keeps_the_sampling_distribution() {
-    // Plain and speculative sampling of the next 3 tokens with many seeds: the
-    // frequencies of the outcomes must agree within sampling noise.
     let model = tiny();
     let engine = Engine::start(model.clone(), SchedulerConfig::default()).expect("engine");
+    sampling_distribution_is_kept(&engine, engine::Speculation::NgramFixed { draft: 2 });
+}
+
+#[test]
+fn draft_model_speculation_keeps_the_sampling_distribution() {
+    // The model as its own (greedy) draft: drafts are likely tokens that sampling
+    // must still accept or reject at the right rates.
+    let model = tiny();
+    let engine =
+        Engine::start_with_draft(model.clone(), model, SchedulerConfig::default()).expect("engine");
+    sampling_distribution_is_kept(&engine, engine::Speculation::DraftFixed { draft: 2 });
+}
+
+/// Plain and speculative sampling of the next 3 tokens with many seeds: the
+/// frequencies of the outcomes must agree within sampling noise.
+fn sampling_distribution_is_kept(engine: &Engine, speculation: engine::Speculation) {
+    let model = engine.model().clone();
     // The prompt repeats a greedy continuation, so prompt lookup drafts likely tokens.
     let base = model.tokenizer().encode("let total = ").expect("encode");
     let cont = greedy(&model, &base, 6);
@@ -347,7 +362,7 @@ fn ngram_speculation_keeps_the_sampling_distribution() {
                 seed: seed * 2 + u64::from(spec),
             };
             req.speculation = if spec {
-                engine::Speculation::NgramFixed { draft: 2 }
+                speculation
             } else {
                 engine::Speculation::Off
             };

@@ -44,10 +44,11 @@ pub struct CompleteArgs {
     /// Print timing and token counts to stderr.
     #[arg(long)]
     pub stats: bool,
-    /// Speculative decoding: `off`, `ngram` or `ngram:K` (K = most drafted tokens per step).
-    /// Greedy output is identical with and without it.
+    /// Speculative decoding: `off`, `ngram`, `ngram:K` (K = most drafted tokens per
+    /// step) or `draft:<model path>` (a smaller model with the same tokenizer, e.g.
+    /// from `souffleur model make-draft`). Greedy output is identical with and without it.
     #[arg(long, default_value = "off", value_parser = parse_speculation)]
-    pub speculate: engine::Speculation,
+    pub speculate: SpeculateArg,
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -72,7 +73,18 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
     let path = model_store::resolve(home, args.model.as_deref())?;
     let model = Arc::new(Model::load(&path)?);
     let prompt = model.completion_prompt(&prefix, &suffix)?;
-    let engine = Engine::start(model, SchedulerConfig::default())?;
+    let (engine, speculation) = match args.speculate {
+        SpeculateArg::Mode(mode) => (Engine::start(model, SchedulerConfig::default())?, mode),
+        SpeculateArg::DraftModel(draft) => {
+            let draft = model_store::resolve(home, Some(&draft))?;
+            let draft = Arc::new(
+                Model::load(&draft)
+                    .with_context(|| format!("cannot load draft model {}", draft.display()))?,
+            );
+            let engine = Engine::start_with_draft(model, draft, SchedulerConfig::default())?;
+            (engine, engine::Speculation::DRAFT)
+        }
+    };
     let request = GenerationRequest {
         prompt,
         max_new_tokens: args.max_tokens,
@@ -84,7 +96,7 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
         },
         stop: args.stop,
         cancel: Default::default(),
-        speculation: args.speculate,
+        speculation,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;
@@ -119,11 +131,27 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
     bail!("the engine stopped before finishing")
 }
 
+/// What `--speculate` asks for.
+#[derive(Debug, Clone)]
+pub enum SpeculateArg {
+    /// A mode that needs no extra model.
+    Mode(engine::Speculation),
+    /// Draft-model speculation with the model at this path.
+    DraftModel(PathBuf),
+}
+
 /// Parses `--speculate`.
-fn parse_speculation(s: &str) -> Result<engine::Speculation, String> {
-    if s.starts_with("draft:") {
-        return Err("draft-model speculation is not available yet; use `ngram` or `off`".into());
+fn parse_speculation(s: &str) -> Result<SpeculateArg, String> {
+    if let Some(path) = s.strip_prefix("draft:") {
+        if path.is_empty() {
+            return Err("`draft:` needs a model path, e.g. `draft:draft.gguf`".into());
+        }
+        return Ok(SpeculateArg::DraftModel(PathBuf::from(path)));
     }
-    engine::Speculation::parse(s)
-        .ok_or_else(|| format!("`{s}` is not `off`, `ngram` or `ngram:K` with K in 1..=32"))
+    match engine::Speculation::parse(s) {
+        Some(mode) if !mode.uses_draft_model() => Ok(SpeculateArg::Mode(mode)),
+        _ => Err(format!(
+            "`{s}` is not `off`, `ngram`, `ngram:K` (K in 1..=32) or `draft:<model path>`"
+        )),
+    }
 }

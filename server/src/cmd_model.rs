@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use engine::model::layer_subset::{parse_layers, write_layer_subset};
 use engine::{FimStyle, Model, ModelFormat};
 
 use crate::home::Home;
@@ -23,6 +24,20 @@ pub enum ModelCommand {
         /// Also compute each model file's SHA-256.
         #[arg(long)]
         verify: bool,
+    },
+    /// Make a draft model for speculative decoding (`--speculate draft:<path>`) from
+    /// a subset of a GGUF model's blocks; it shares the model's tokenizer.
+    MakeDraft {
+        /// The GGUF model to take blocks from (default: the built-in model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Blocks to keep, e.g. `0-14,16-29` (`benches/draft_agreement.sh` measures
+        /// how well a block list agrees with the full model).
+        #[arg(long)]
+        layers: String,
+        /// Where to write the draft model (a name is put in the models directory).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Show a model's architecture, identity and prompt format.
     Info {
@@ -70,6 +85,39 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
                 }
                 println!("{line}");
             }
+            Ok(())
+        }
+        ModelCommand::MakeDraft { model, layers, out } => {
+            let src = model_store::resolve(home, model.as_deref())?;
+            let full = Model::load(&src)?;
+            if full.info().format != ModelFormat::Gguf {
+                bail!(
+                    "{} is not a GGUF model; drafts are made from GGUF files",
+                    src.display()
+                );
+            }
+            let blocks = parse_layers(&layers, full.info().config.num_layers)?;
+            let out = if out.components().count() == 1 && out.extension().is_some() {
+                home.models().join(out)
+            } else {
+                out
+            };
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            write_layer_subset(&src, &blocks, &out)?;
+            let draft = Model::load(&out)
+                .with_context(|| format!("the written draft {} does not load", out.display()))?;
+            println!(
+                "wrote {} ({} of {} blocks, {:.1} M of {:.1} M parameters, sha256 {})",
+                out.display(),
+                blocks.len(),
+                full.info().config.num_layers,
+                draft.info().parameters as f64 / 1e6,
+                full.info().parameters as f64 / 1e6,
+                draft.info().sha256
+            );
             Ok(())
         }
         ModelCommand::Info { model } => {

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod config;
 pub mod gguf;
+pub mod layer_subset;
 pub mod layers;
 pub mod quant_matmul;
 pub mod safetensors;

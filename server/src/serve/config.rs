@@ -56,6 +56,11 @@ pub struct ModelSection {
     pub path: Option<PathBuf>,
     /// Expected SHA-256 of the model; the server refuses to start on a mismatch.
     pub sha256: Option<String>,
+    /// A draft model for speculative decoding (same tokenizer, e.g. from
+    /// `souffleur model make-draft`); needed by `speculation = "draft"`.
+    pub draft: Option<PathBuf>,
+    /// Expected SHA-256 of the draft model.
+    pub draft_sha256: Option<String>,
 }
 
 /// `[limits]`
@@ -140,7 +145,7 @@ pub struct SchedulerSection {
     pub max_batch_tokens: usize,
     /// MiB of key/value state kept for prefix reuse.
     pub prefix_cache_mib: usize,
-    /// Speculative decoding: `off`, `ngram` or `ngram:K`.
+    /// Speculative decoding: `off`, `ngram`, `ngram:K` or `draft` (needs `model.draft`).
     pub speculation: String,
 }
 
@@ -149,7 +154,7 @@ impl SchedulerSection {
     pub fn speculation(&self) -> Result<engine::Speculation> {
         engine::Speculation::parse(&self.speculation).ok_or_else(|| {
             anyhow::anyhow!(
-                "`scheduler.speculation` must be `off`, `ngram` or `ngram:K` (K in 1..=32), not `{}`",
+                "`scheduler.speculation` must be `off`, `ngram`, `ngram:K` (K in 1..=32) or `draft`, not `{}`",
                 self.speculation
             )
         })
@@ -225,11 +230,21 @@ impl Config {
                 self.limits.max_prompt_tokens
             );
         }
-        self.scheduler.speculation()?;
-        if let Some(sum) = &self.model.sha256
-            && (sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            bail!("`model.sha256` must be 64 hex digits");
+        if self.scheduler.speculation()?.uses_draft_model() && self.model.draft.is_none() {
+            bail!(
+                "`scheduler.speculation = \"{}\"` needs `model.draft`",
+                self.scheduler.speculation
+            );
+        }
+        for (key, sum) in [
+            ("model.sha256", &self.model.sha256),
+            ("model.draft_sha256", &self.model.draft_sha256),
+        ] {
+            if let Some(sum) = sum
+                && (sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                bail!("`{key}` must be 64 hex digits");
+            }
         }
         if self.server.local && !self.server.host.is_loopback() {
             bail!(

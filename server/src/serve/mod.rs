@@ -108,28 +108,26 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
         });
     }
     let model_path = crate::model_store::resolve(home, config.model.path.as_deref())?;
-    let sha256 = crate::model_store::checksum(&model_path)?;
-    if let Some(pin) = &config.model.sha256
-        && !pin.eq_ignore_ascii_case(&sha256)
-    {
-        bail!(
-            "model {} has SHA-256 {sha256}, but `model.sha256` pins {pin}; refusing to serve it",
-            model_path.display()
-        );
-    }
-    let model = Arc::new(
-        Model::load(&model_path)
-            .with_context(|| format!("cannot load {}", model_path.display()))?,
-    );
-    let engine = Engine::start(
-        model.clone(),
-        SchedulerConfig {
-            max_batch_tokens: config.scheduler.max_batch_tokens,
-            prefill_chunk: 128.min(config.scheduler.max_batch_tokens),
-            max_active: config.scheduler.max_active,
-            prefix_cache_bytes: config.scheduler.prefix_cache_mib << 20,
-        },
-    )?;
+    let (model, sha256) = load_pinned(&model_path, config.model.sha256.as_deref(), "model.sha256")?;
+    let model = Arc::new(model);
+    let scheduler = SchedulerConfig {
+        max_batch_tokens: config.scheduler.max_batch_tokens,
+        prefill_chunk: 128.min(config.scheduler.max_batch_tokens),
+        max_active: config.scheduler.max_active,
+        prefix_cache_bytes: config.scheduler.prefix_cache_mib << 20,
+    };
+    let engine = match &config.model.draft {
+        Some(draft) => {
+            let path = crate::model_store::resolve(home, Some(draft))?;
+            let (draft, _) = load_pinned(
+                &path,
+                config.model.draft_sha256.as_deref(),
+                "model.draft_sha256",
+            )?;
+            Engine::start_with_draft(model.clone(), Arc::new(draft), scheduler)?
+        }
+        None => Engine::start(model.clone(), scheduler)?,
+    };
     let index_dir = config
         .index
         .path
@@ -264,6 +262,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Loads a model after checking its SHA-256 against `pin` (the config key `key`);
+/// returns it with its SHA-256.
+fn load_pinned(path: &std::path::Path, pin: Option<&str>, key: &str) -> Result<(Model, String)> {
+    let sha256 = crate::model_store::checksum(path)?;
+    if let Some(pin) = pin
+        && !pin.eq_ignore_ascii_case(&sha256)
+    {
+        bail!(
+            "model {} has SHA-256 {sha256}, but `{key}` pins {pin}; refusing to serve it",
+            path.display()
+        );
+    }
+    let model = Model::load(path).with_context(|| format!("cannot load {}", path.display()))?;
+    Ok((model, sha256))
+}
+
 /// The speculation a request asks for, or the server's default.
 fn request_speculation(
     state: &AppState,
@@ -271,11 +285,17 @@ fn request_speculation(
 ) -> Result<engine::Speculation, ApiError> {
     match requested {
         None => Ok(state.speculation),
-        Some(s) => engine::Speculation::parse(s).ok_or_else(|| {
-            ApiError::unprocessable(format!(
-                "`speculation` must be `off`, `ngram` or `ngram:K` (K in 1..=32), not `{s}`"
-            ))
-        }),
+        Some(s) => match engine::Speculation::parse(s) {
+            Some(mode) if mode.uses_draft_model() && state.engine.draft_model().is_none() => {
+                Err(ApiError::unprocessable(
+                    "`speculation: draft` needs a draft model; this server has none (`model.draft`)",
+                ))
+            }
+            Some(mode) => Ok(mode),
+            None => Err(ApiError::unprocessable(format!(
+                "`speculation` must be `off`, `ngram`, `ngram:K` (K in 1..=32) or `draft`, not `{s}`"
+            ))),
+        },
     }
 }
 
