@@ -57,6 +57,65 @@ fn complete_streams_a_greedy_continuation() {
 }
 
 #[test]
+fn a_made_draft_model_speculates_without_changing_greedy_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let draft = dir.path().join("draft.gguf");
+    let draft = draft.to_string_lossy();
+    let o = souffleur(&[
+        "model",
+        "make-draft",
+        "--layers",
+        "0-14,16-29",
+        "--out",
+        &draft,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("29 of 30 blocks"));
+    let o = souffleur(&["model", "info", &draft]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("layers:          29"));
+    let prefix = write(
+        dir.path(),
+        "p.rs",
+        b"fn one() -> u32 { 1 }\nfn two() -> u32 { 2 }\nfn three() -> u32 {",
+    );
+    let plain = souffleur(&["complete", "--prefix-file", &prefix, "--max-tokens", "20"]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let spec = format!("draft:{draft}");
+    let fast = souffleur(&[
+        "complete",
+        "--prefix-file",
+        &prefix,
+        "--max-tokens",
+        "20",
+        "--speculate",
+        &spec,
+        "--stats",
+    ]);
+    assert!(fast.status.success(), "{}", stderr(&fast));
+    assert_eq!(plain.stdout, fast.stdout);
+    assert!(
+        stderr(&fast).contains("drafted tokens accepted"),
+        "{}",
+        stderr(&fast)
+    );
+    // Bad block lists and a draft with another tokenizer are refused with a reason.
+    for layers in ["0-30", "0-29", "x"] {
+        let o = souffleur(&["model", "make-draft", "--layers", layers, "--out", &draft]);
+        assert_eq!(o.status.code(), Some(1), "{layers}");
+        assert!(stderr(&o).contains("layer list"), "{}", stderr(&o));
+    }
+    let o = souffleur(&[
+        "complete",
+        "--prefix-file",
+        &prefix,
+        "--speculate",
+        "draft:",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("needs a model path"), "{}", stderr(&o));
+}
+
+#[test]
 fn bad_inputs_give_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let invalid = write(dir.path(), "latin1.py", b"caf\xe9 = 1\n");

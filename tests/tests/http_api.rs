@@ -127,6 +127,11 @@ fn speculation_per_request_changes_no_greedy_output() {
     let plain = ask("off");
     assert_eq!(ask("ngram"), plain);
     assert_eq!(ask("ngram:2"), plain);
+    // This server has no draft model: asking for one is a clear 422.
+    let body = json!({"prompt": prompt, "max_tokens": 4, "speculation": "draft"});
+    let r = post("/v1/completions", Some(&server().admin), &body.to_string());
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("draft model"), "{}", r.body);
 }
 
 #[test]

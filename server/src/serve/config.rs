@@ -287,5 +287,11 @@ mod tests {
         assert!(format!("{err:#}").contains("loopback"));
         let err = Config::parse("[model]\nsha256 = \"abc\"\n").expect_err("sha");
         assert!(format!("{err:#}").contains("model.sha256"));
+        let err =
+            Config::parse("[scheduler]\nspeculation = \"draft\"\n").expect_err("no draft model");
+        assert!(format!("{err:#}").contains("model.draft"), "{err:#}");
+        let ok =
+            Config::parse("[model]\ndraft = \"d.gguf\"\n[scheduler]\nspeculation = \"draft\"\n");
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }
