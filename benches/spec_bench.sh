@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Speculative decoding and prefix-cache benchmark on the default model (issue 7).
 # Usage: benches/spec_bench.sh [OUT.json]
+# Knobs: SPEC_BENCH_MODES (comma-separated speculation spellings, default `ngram`),
+# SPEC_BENCH_DRAFT (a draft model for `draft` modes, e.g. from `souffleur model
+# make-draft`), SPEC_BENCH_CLIENTS (default `1,4`), SPEC_BENCH_COST_ONLY=1 (only the
+# verification-cost table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SOUFFLEUR_HOME=${SOUFFLEUR_HOME:-$HOME/.souffleur}

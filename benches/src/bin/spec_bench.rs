@@ -3,11 +3,12 @@
 //! Requests are cut from real source files (`engine/tests/fixtures/corpus`, code
 //! nobody here wrote): *edit-like* ones complete a line whose text already appears
 //! earlier in the file, *general* ones complete at line ends sampled through each
-//! file. Each set runs with speculation off and on (1 client and 4 concurrent
-//! clients), reporting decode tok/s, forward passes per generated token, acceptance
-//! and speedup, checks that greedy outputs are identical, and measures time to first
-//! token for a cold prompt against the same prompt extended by a keystroke (warm
-//! prefix cache). Prints one JSON object.
+//! file. Each set runs with speculation off and in each mode of `SPEC_BENCH_MODES`
+//! (1 client and 4 concurrent clients by default), reporting decode tok/s, forward
+//! passes per generated token, acceptance and speedup, checks that greedy outputs are
+//! identical, measures what a verification pass over n tokens costs against a decode
+//! step, and time to first token for a cold prompt against the same prompt extended
+//! by a keystroke (warm prefix cache). Prints one JSON object.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -144,38 +145,45 @@ fn run(engine: &Engine, cases: &[Case], spec: Speculation, clients: usize) -> Re
     Ok(totals)
 }
 
+/// Plain decoding against each of `modes` on the same requests.
 fn compare(
     engine: &Engine,
     name: &str,
     cases: &[Case],
     clients: usize,
-) -> Result<serde_json::Value> {
+    modes: &[(String, Speculation)],
+) -> Result<Vec<serde_json::Value>> {
     let plain = run(engine, cases, Speculation::Off, clients)?;
-    let spec = run(engine, cases, Speculation::NGRAM, clients)?;
-    let mismatches = plain
-        .outputs
-        .iter()
-        .zip(&spec.outputs)
-        .filter(|(a, b)| a != b)
-        .count();
     let rate = |t: &Totals| t.generated as f64 / t.decode_secs.max(1e-9);
     let passes = |t: &Totals| t.decode_steps as f64 / t.generated.max(1) as f64;
-    let v = serde_json::json!({
-        "set": name,
-        "clients": clients,
-        "rate_basis": if clients == 1 { "decode time" } else { "wall time incl. prefill" },
-        "requests": cases.len(),
-        "plain_decode_tok_s": rate(&plain),
-        "spec_decode_tok_s": rate(&spec),
-        "speedup": rate(&spec) / rate(&plain).max(1e-9),
-        "plain_passes_per_token": passes(&plain),
-        "spec_passes_per_token": passes(&spec),
-        "acceptance": spec.accepted as f64 / spec.drafted.max(1) as f64,
-        "drafted": spec.drafted,
-        "mismatches": mismatches,
-    });
-    eprintln!("{v}");
-    Ok(v)
+    let mut rows = Vec::new();
+    for (label, mode) in modes {
+        let spec = run(engine, cases, *mode, clients)?;
+        let mismatches = plain
+            .outputs
+            .iter()
+            .zip(&spec.outputs)
+            .filter(|(a, b)| a != b)
+            .count();
+        let v = serde_json::json!({
+            "set": name,
+            "mode": label,
+            "clients": clients,
+            "rate_basis": if clients == 1 { "decode time" } else { "wall time incl. prefill" },
+            "requests": cases.len(),
+            "plain_decode_tok_s": rate(&plain),
+            "spec_decode_tok_s": rate(&spec),
+            "speedup": rate(&spec) / rate(&plain).max(1e-9),
+            "plain_passes_per_token": passes(&plain),
+            "spec_passes_per_token": passes(&spec),
+            "acceptance": spec.accepted as f64 / spec.drafted.max(1) as f64,
+            "drafted": spec.drafted,
+            "mismatches": mismatches,
+        });
+        eprintln!("{v}");
+        rows.push(v);
+    }
+    Ok(rows)
 }
 
 /// Time to first token of each prompt cold, then of the prompt extended by one
@@ -277,18 +285,35 @@ fn main() -> Result<()> {
     }
     let edits = edit_like(&model, &files, 4)?;
     let traces = general(&model, &files, 4)?;
+    // Modes to compare with plain decoding (SPEC_BENCH_MODES, comma-separated
+    // `Speculation::parse` spellings) and an optional draft model (SPEC_BENCH_DRAFT).
+    let spellings = std::env::var("SPEC_BENCH_MODES").unwrap_or_else(|_| "ngram".into());
+    let mut modes = Vec::new();
+    for s in spellings.split(',').filter(|s| !s.is_empty()) {
+        let mode = Speculation::parse(s).with_context(|| format!("unknown mode {s}"))?;
+        modes.push((s.to_string(), mode));
+    }
     // No prefix cache while comparing decoding, so both modes prefill alike.
-    let engine = Engine::start(
-        model.clone(),
-        SchedulerConfig {
-            prefix_cache_bytes: 0,
-            ..SchedulerConfig::default()
-        },
-    )?;
+    let config = SchedulerConfig {
+        prefix_cache_bytes: 0,
+        ..SchedulerConfig::default()
+    };
+    let engine = match std::env::var_os("SPEC_BENCH_DRAFT") {
+        Some(draft) => {
+            let draft = Arc::new(Model::load(Path::new(&draft))?);
+            Engine::start_with_draft(model.clone(), draft, config)?
+        }
+        None => Engine::start(model.clone(), config)?,
+    };
+    let client_levels: Vec<usize> = std::env::var("SPEC_BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .filter_map(|c| c.parse().ok())
+        .collect();
     let mut runs = Vec::new();
-    for clients in [1, 4] {
-        runs.push(compare(&engine, "edit-like", &edits, clients)?);
-        runs.push(compare(&engine, "general", &traces, clients)?);
+    for &clients in &client_levels {
+        runs.extend(compare(&engine, "edit-like", &edits, clients, &modes)?);
+        runs.extend(compare(&engine, "general", &traces, clients, &modes)?);
     }
     let warm = warm_prefix(&model, &files)?;
     println!(
