@@ -76,9 +76,9 @@ impl Speculation {
     }
 }
 
-/// Longest n-gram matched against the context.
-const MAX_NGRAM: usize = 4;
-/// Shortest n-gram matched (shorter matches are mostly noise).
+/// Longest suffix of the context matched against it.
+const MAX_NGRAM: usize = 32;
+/// Shortest suffix matched (shorter matches are mostly noise).
 const MIN_NGRAM: usize = 2;
 /// Acceptance assumed before a sequence has drafted anything.
 const PRIOR_ACCEPTANCE: f64 = 0.8;
@@ -282,9 +282,14 @@ impl PassCost {
     }
 }
 
-/// The tokens after the latest earlier occurrence of the context's last n-gram.
+/// The tokens after the earlier occurrence of the longest suffix of the context
+/// (at least `MIN_NGRAM`, at most `MAX_NGRAM` tokens; the latest of equally long
+/// ones).
 fn lookup(prompt: &[u32], generated: &[u32], want: usize) -> Vec<u32> {
     let len = prompt.len() + generated.len();
+    if len < 2 {
+        return Vec::new();
+    }
     let at = |i: usize| {
         if i < prompt.len() {
             prompt[i]
@@ -292,23 +297,30 @@ fn lookup(prompt: &[u32], generated: &[u32], want: usize) -> Vec<u32> {
             generated[i - prompt.len()]
         }
     };
-    for n in (MIN_NGRAM..=MAX_NGRAM).rev() {
-        if len <= n {
+    let last = len - 1;
+    let (mut best_len, mut best_end) = (0, 0);
+    // `end` is where an earlier occurrence of the suffix would end.
+    for end in (0..last).rev() {
+        if at(end) != at(last) {
             continue;
         }
-        let tail = len - n;
-        // Latest start s < tail whose n tokens equal the last n tokens.
-        for s in (0..tail).rev() {
-            if (0..n).all(|j| at(s + j) == at(tail + j)) {
-                let from = s + n;
-                let to = (from + want).min(len);
-                if from < to {
-                    return (from..to).map(at).collect();
-                }
+        let mut m = 1;
+        while m < MAX_NGRAM && m <= end && at(end - m) == at(last - m) {
+            m += 1;
+        }
+        if m > best_len {
+            (best_len, best_end) = (m, end);
+            if m == MAX_NGRAM {
+                break;
             }
         }
     }
-    Vec::new()
+    if best_len < MIN_NGRAM {
+        return Vec::new();
+    }
+    let from = best_end + 1;
+    let to = (from + want).min(len);
+    (from..to).map(at).collect()
 }
 
 #[cfg(test)]
@@ -335,6 +347,12 @@ mod tests {
             vec![9],
             "3-gram match beats the later 2-gram"
         );
+        // A long match far back beats a short recent one.
+        let prompt = [4, 5, 6, 7, 1, 0, 9, 6, 7, 2, 3, 4, 5, 6, 7];
+        assert_eq!(lookup(&prompt, &[], 2), vec![1, 0]);
+        // Equally long matches: the latest wins.
+        let prompt = [6, 7, 1, 6, 7, 2, 6, 7];
+        assert_eq!(lookup(&prompt, &[], 1), vec![2]);
     }
 
     #[test]
