@@ -26,6 +26,15 @@ use candle_core::{DType, Storage, Tensor};
 
 use crate::error::{EngineError, Result};
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+use avx512::ActPair;
+/// Placeholder off x86-64, where no kernel uses activation pairs.
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Clone, Copy)]
+struct ActPair;
+
 /// Values per quantisation block (all supported types).
 const QK: usize = 32;
 
@@ -52,28 +61,64 @@ pub enum Kernel {
     Scalar,
     /// AVX2 + FMA + F16C intrinsics (x86-64 only).
     Avx2,
+    /// AVX-512 (F, BW) with VNNI, two blocks per register (x86-64 only); falls
+    /// back to [`Kernel::Avx2`] for rows with an odd number of blocks.
+    Avx512Vnni,
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU supports.
+    /// The kernel products use: the fastest this CPU supports, unless the
+    /// environment variable `SOUFFLEUR_CPU_KERNEL` (`scalar`, `avx2`, `avx512`)
+    /// names another one it supports (for measurements and diagnosis).
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                return Self::Avx2;
-            }
-        }
-        Self::Scalar
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let wanted = match std::env::var("SOUFFLEUR_CPU_KERNEL").as_deref() {
+                Ok("scalar") => Some(Self::Scalar),
+                Ok("avx2") => Some(Self::Avx2),
+                Ok("avx512") => Some(Self::Avx512Vnni),
+                _ => None,
+            };
+            wanted
+                .filter(|k| k.is_available())
+                .unwrap_or_else(Self::fastest)
+        })
+    }
+
+    /// The fastest kernel this CPU supports.
+    pub fn fastest() -> Self {
+        [Self::Avx512Vnni, Self::Avx2]
+            .into_iter()
+            .find(|k| k.is_available())
+            .unwrap_or(Self::Scalar)
     }
 
     /// Whether this kernel can run on the current CPU.
     pub fn is_available(self) -> bool {
         match self {
             Self::Scalar => true,
-            Self::Avx2 => Self::detect() == Self::Avx2,
+            Self::Avx2 => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    is_x86_feature_detected!("avx2")
+                        && is_x86_feature_detected!("fma")
+                        && is_x86_feature_detected!("f16c")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+            Self::Avx512Vnni => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    avx512::available()
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
         }
     }
 }
@@ -249,6 +294,11 @@ impl QuantWeight {
             return Ok(vec![0f32; rows * out]);
         }
         let nb = self.in_features / QK;
+        let kernel = if kernel == Kernel::Avx512Vnni && !nb.is_multiple_of(2) {
+            Kernel::Avx2
+        } else {
+            kernel
+        };
         let threads = rayon::current_num_threads().max(1);
         let parallel = threads > 1 && rows * out * self.in_features >= PARALLEL_MIN_WORK;
         let participants = if parallel { threads } else { 1 };
@@ -261,11 +311,21 @@ impl QuantWeight {
             * 16;
         let out_chunks = out.div_ceil(out_chunk);
         let chunks = rows.div_ceil(row_block) * out_chunks;
+        let acts = quantize_rows(kernel, x, rows, self.in_features);
+        #[cfg(target_arch = "x86_64")]
+        let pairs = if kernel == Kernel::Avx512Vnni {
+            avx512::pair_rows(&acts, nb)
+        } else {
+            Vec::new()
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let pairs = Vec::new();
         let job = Arc::new(Job {
             kernel,
             format: self.format,
             weight: self.clone(),
-            acts: quantize_rows(kernel, x, rows, self.in_features),
+            acts,
+            pairs,
             y: (0..rows * out).map(|_| AtomicU32::new(0)).collect(),
             rows,
             row_block,
@@ -389,6 +449,8 @@ struct Job {
     format: Format,
     weight: QuantWeight,
     acts: Vec<ActBlock>,
+    /// The activations regrouped for [`Kernel::Avx512Vnni`] (else empty).
+    pairs: Vec<ActPair>,
     /// Row-major `[rows, out]` results as f32 bits. Chunks write disjoint
     /// entries; a chunk computed twice writes the same bits twice.
     y: Box<[AtomicU32]>,
@@ -451,7 +513,11 @@ impl Job {
                 let o0 = (c % self.out_chunks) * self.out_chunk;
                 let outs = o0..(o0 + self.out_chunk).min(self.weight.out_features);
                 let rows = r0..(r0 + self.row_block).min(self.rows);
-                w.compute(&self.acts, outs, rows, &self.y);
+                if self.kernel == Kernel::Avx512Vnni {
+                    w.compute_pairs(&self.pairs, outs, rows, &self.y);
+                } else {
+                    w.compute(&self.acts, outs, rows, &self.y);
+                }
             }
             Err(_) => self.failed.store(true, Ordering::Relaxed),
         }
@@ -598,11 +664,11 @@ fn quantize_rows(kernel: Kernel, x: &[f32], rows: usize, cols: usize) -> Vec<Act
         match kernel {
             Kernel::Scalar => quantize_block_scalar(src, dst),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `matmul_with` only runs `Kernel::Avx2` after checking that
-            // the CPU has AVX2, FMA and F16C.
-            Kernel::Avx2 => unsafe { avx2::quantize_block(src, dst) },
+            // SAFETY: `matmul_with` only runs `Kernel::Avx2` or `Kernel::Avx512Vnni`
+            // after checking that the CPU has them (both include AVX2, FMA and F16C).
+            Kernel::Avx2 | Kernel::Avx512Vnni => unsafe { avx2::quantize_block(src, dst) },
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2 => quantize_block_scalar(src, dst),
+            Kernel::Avx2 | Kernel::Avx512Vnni => quantize_block_scalar(src, dst),
         }
     }
     out
@@ -702,6 +768,67 @@ impl Weights<'_> {
         }
     }
 
+    /// Like [`compute`](Self::compute) for [`Kernel::Avx512Vnni`], on activation pairs.
+    fn compute_pairs(
+        &self,
+        pairs: &[ActPair],
+        outs: Range<usize>,
+        rows: Range<usize>,
+        y: &[AtomicU32],
+    ) {
+        let np = self.nb / 2;
+        let stride = y.len() / (pairs.len() / np.max(1)).max(1);
+        let row = |r: usize| &pairs[r * np..(r + 1) * np];
+        let put =
+            |r: usize, o: usize, v: f32| y[r * stride + o].store(v.to_bits(), Ordering::Relaxed);
+        for o in outs {
+            let w = &self.data[o * self.row_bytes..(o + 1) * self.row_bytes];
+            let mut r = rows.start;
+            while r < rows.end {
+                let n = (rows.end - r).min(TILE);
+                match n {
+                    4 => {
+                        let a = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                        for (i, v) in self.tile_pairs(w, a).into_iter().enumerate() {
+                            put(r + i, o, v);
+                        }
+                    }
+                    3 => {
+                        let a = [row(r), row(r + 1), row(r + 2)];
+                        for (i, v) in self.tile_pairs(w, a).into_iter().enumerate() {
+                            put(r + i, o, v);
+                        }
+                    }
+                    2 => {
+                        let a = [row(r), row(r + 1)];
+                        for (i, v) in self.tile_pairs(w, a).into_iter().enumerate() {
+                            put(r + i, o, v);
+                        }
+                    }
+                    _ => put(r, o, self.tile_pairs(w, [row(r)])[0]),
+                }
+                r += n;
+            }
+        }
+    }
+
+    #[inline]
+    fn tile_pairs<const R: usize>(&self, w: &[u8], a: [&[ActPair]; R]) -> [f32; R] {
+        assert!(w.len() == self.nb * self.format.block_bytes() && self.nb.is_multiple_of(2));
+        assert!(a.iter().all(|r| r.len() == self.nb / 2));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `matmul_with` chose this kernel only after `avx512::available()`
+        // and for an even number of blocks; the asserts give the lengths it needs.
+        unsafe {
+            avx512::tile(self.format, w, a)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (w, a);
+            unreachable!("no AVX-512 kernel off x86-64")
+        }
+    }
+
     /// Dot products of one weight row with `R` activation rows.
     #[inline]
     fn tile<const R: usize>(&self, w: &[u8], a: [&[ActBlock]; R]) -> [f32; R] {
@@ -722,6 +849,18 @@ impl Weights<'_> {
             },
             #[cfg(not(target_arch = "x86_64"))]
             Kernel::Avx2 => scalar::tile(self.format, w, a),
+            // Pairs go through `tile_pairs`; single blocks use the AVX2 code.
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as for `Kernel::Avx2` (AVX-512 VNNI CPUs have AVX2, FMA, F16C).
+            Kernel::Avx512Vnni => unsafe {
+                match self.format {
+                    Format::Q4_0 => avx2::tile_q4::<R, false>(w, a),
+                    Format::Q4_1 => avx2::tile_q4::<R, true>(w, a),
+                    Format::Q8_0 => avx2::tile_q8_0::<R>(w, a),
+                }
+            },
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx512Vnni => scalar::tile(self.format, w, a),
         }
     }
 }
@@ -957,6 +1096,9 @@ mod tests {
         if Kernel::Avx2.is_available() {
             k.push(Kernel::Avx2);
         }
+        if Kernel::Avx512Vnni.is_available() {
+            k.push(Kernel::Avx512Vnni);
+        }
         k
     }
 
@@ -1025,9 +1167,35 @@ mod tests {
             }
             results.push(got);
         }
-        if let [s, a] = &results[..] {
-            let err = rel_err(a, s);
-            assert!(err < 1e-5, "scalar and AVX2 differ: {err}");
+        for (k, r) in kernels().iter().zip(&results).skip(1) {
+            let err = rel_err(r, &results[0]);
+            assert!(err < 1e-5, "scalar and {k:?} differ: {err}");
+        }
+    }
+
+    #[test]
+    fn a_row_gets_the_same_bits_whatever_rows_come_with_it() {
+        // Speculative verification relies on it: a row computed in a batch of 9
+        // must equal the same row computed alone.
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            for (out, inp) in SHAPES {
+                let (qw, _) = weight(dtype, out, inp, 5);
+                let rows = 9;
+                let x = noise(rows * inp, 6);
+                for k in kernels() {
+                    let batch = qw.matmul_with(k, &x, rows).expect("batch");
+                    for r in 0..rows {
+                        let alone = qw
+                            .matmul_with(k, &x[r * inp..(r + 1) * inp], 1)
+                            .expect("alone");
+                        assert_eq!(
+                            alone[..],
+                            batch[r * out..(r + 1) * out],
+                            "{dtype:?} {k:?} row {r}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,141 @@
+//! Block products with AVX-512 VNNI: two blocks of 32 weights per 512-bit register.
+//!
+//! Every weight format is brought to one form, unsigned bytes `u` with a scale `d`
+//! and an offset `m` per block (`w = d · u + m`): Q4_1 as stored, Q4_0 with
+//! `m = −8d`, Q8_0 as `u = w + 128` with `m = −128d`. A block product is then
+//! `d · d_x · Σ u·q + m · s_x`, where one `vpdpbusd` computes 64 of the `u·q` at once.
+//! The activation side of a pair of blocks is laid out in the order the weight
+//! bytes unpack to ([`ActPair`]), with its scales and sums already spread over the
+//! lanes, so a row costs four instructions per pair.
+
+use std::arch::x86_64::*;
+
+use super::{ActBlock, Format, QK, read_f16};
+
+/// Two consecutive activation blocks `b0`, `b1` of one row, in the lane order of
+/// the unpacked weights.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct ActPair {
+    /// `b0[0..16] b1[0..16] b0[16..32] b1[16..32]`.
+    qs: [i8; 2 * QK],
+    /// The blocks' scales, one per 32-bit lane of the integer sums:
+    /// `d0 ×4, d1 ×4, d0 ×4, d1 ×4`.
+    d: [f32; 16],
+    /// The blocks' scaled sums divided by the 8 lanes each block spans.
+    s: [f32; 16],
+}
+
+/// Whether this CPU runs the kernel.
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// Regroups rows of `nb` (even) blocks into pairs.
+pub(super) fn pair_rows(acts: &[ActBlock], nb: usize) -> Vec<ActPair> {
+    let mut out = Vec::with_capacity(acts.len() / 2);
+    for row in acts.chunks_exact(nb) {
+        for pair in row.chunks_exact(2) {
+            let (b0, b1) = (&pair[0], &pair[1]);
+            let mut p = ActPair {
+                qs: [0; 2 * QK],
+                d: [0.0; 16],
+                s: [0.0; 16],
+            };
+            p.qs[..16].copy_from_slice(&b0.qs[..16]);
+            p.qs[16..32].copy_from_slice(&b1.qs[..16]);
+            p.qs[32..48].copy_from_slice(&b0.qs[16..]);
+            p.qs[48..].copy_from_slice(&b1.qs[16..]);
+            for lane in 0..16 {
+                let b = if (lane / 4) % 2 == 0 { b0 } else { b1 };
+                p.d[lane] = b.d;
+                // Exact: a division by a power of two.
+                p.s[lane] = b.s / 8.0;
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Dot products of one weight row (`2 · pairs` blocks of `fmt`) with `R`
+/// activation rows.
+///
+/// # Safety
+/// The CPU must pass [`available`]; `w` must hold an even number of blocks and
+/// every `a[i]` half as many pairs.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn tile<const R: usize>(fmt: Format, w: &[u8], a: [&[ActPair]; R]) -> [f32; R] {
+    let bb = fmt.block_bytes();
+    let pairs = w.len() / bb / 2;
+    let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    let nibbles = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for p in 0..pairs {
+        let b0 = &w[2 * p * bb..(2 * p + 1) * bb];
+        let b1 = &w[(2 * p + 1) * bb..(2 * p + 2) * bb];
+        let (d0, d1) = (read_f16(b0, 0), read_f16(b1, 0));
+        // SAFETY: the loads below read 16 or 32 bytes inside `b0` / `b1` (a block's
+        // quants follow its 2- or 4-byte header).
+        let (wq, m0, m1) = unsafe {
+            match fmt {
+                Format::Q4_0 | Format::Q4_1 => {
+                    let at = if fmt == Format::Q4_1 { 4 } else { 2 };
+                    let raw = _mm256_set_m128i(
+                        _mm_loadu_si128(b1[at..].as_ptr().cast()),
+                        _mm_loadu_si128(b0[at..].as_ptr().cast()),
+                    );
+                    let lo = _mm256_and_si256(raw, nibbles);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibbles);
+                    let wq = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    if fmt == Format::Q4_1 {
+                        (wq, read_f16(b0, 2), read_f16(b1, 2))
+                    } else {
+                        (wq, -8.0 * d0, -8.0 * d1)
+                    }
+                }
+                Format::Q8_0 => {
+                    let x0 = _mm256_loadu_si256(b0[2..].as_ptr().cast());
+                    let x1 = _mm256_loadu_si256(b1[2..].as_ptr().cast());
+                    let lo = _mm256_permute2x128_si256::<0x20>(x0, x1);
+                    let hi = _mm256_permute2x128_si256::<0x31>(x0, x1);
+                    let wq = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    // Signed → unsigned: u = w + 128.
+                    let wq = _mm512_xor_si512(wq, _mm512_set1_epi8(-128));
+                    (wq, -128.0 * d0, -128.0 * d1)
+                }
+            }
+        };
+        let dw = _mm512_permutexvar_ps(
+            spread,
+            _mm512_castps128_ps512(_mm_setr_ps(d0, d1, 0.0, 0.0)),
+        );
+        let mw = _mm512_permutexvar_ps(
+            spread,
+            _mm512_castps128_ps512(_mm_setr_ps(m0, m1, 0.0, 0.0)),
+        );
+        for i in 0..R {
+            // SAFETY: `a[i]` holds `pairs` pairs (caller's contract); an `ActPair`
+            // is 64-byte aligned, as the aligned loads need.
+            unsafe {
+                let x = a[i].get_unchecked(p);
+                let xq = _mm512_load_si512(x.qs.as_ptr().cast());
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, xq);
+                let scale = _mm512_mul_ps(dw, _mm512_load_ps(x.d.as_ptr()));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i]);
+                acc[i] = _mm512_fmadd_ps(mw, _mm512_load_ps(x.s.as_ptr()), acc[i]);
+            }
+        }
+    }
+    let mut out = [0f32; R];
+    for i in 0..R {
+        out[i] = _mm512_reduce_add_ps(acc[i]);
+    }
+    out
+}
