@@ -785,9 +785,16 @@ impl Weights<'_> {
             let w = &self.data[o * self.row_bytes..(o + 1) * self.row_bytes];
             let mut r = rows.start;
             while r < rows.end {
-                let n = (rows.end - r).min(TILE);
+                // 32 vector registers hold the accumulators of eight rows.
+                let n = (rows.end - r).min(2 * TILE);
                 match n {
-                    4 => {
+                    8 => {
+                        let a: [&[ActPair]; 8] = std::array::from_fn(|i| row(r + i));
+                        for (i, v) in self.tile_pairs(w, a).into_iter().enumerate() {
+                            put(r + i, o, v);
+                        }
+                    }
+                    4..=7 => {
                         let a = [row(r), row(r + 1), row(r + 2), row(r + 3)];
                         for (i, v) in self.tile_pairs(w, a).into_iter().enumerate() {
                             put(r + i, o, v);
@@ -807,7 +814,7 @@ impl Weights<'_> {
                     }
                     _ => put(r, o, self.tile_pairs(w, [row(r)])[0]),
                 }
-                r += n;
+                r += if (4..8).contains(&n) { 4 } else { n };
             }
         }
     }

@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{ActBlock, Format, QK, read_f16};
+use super::{ActBlock, Format, QK};
 
 /// Two consecutive activation blocks `b0`, `b1` of one row, in the lane order of
 /// the unpacked weights.
@@ -75,15 +75,23 @@ pub(super) unsafe fn tile<const R: usize>(fmt: Format, w: &[u8], a: [&[ActPair];
     let bb = fmt.block_bytes();
     let pairs = w.len() / bb / 2;
     let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    let d_idx = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
+    let m_idx = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3);
     let nibbles = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm512_setzero_ps(); R];
     for p in 0..pairs {
         let b0 = &w[2 * p * bb..(2 * p + 1) * bb];
         let b1 = &w[(2 * p + 1) * bb..(2 * p + 2) * bb];
-        let (d0, d1) = (read_f16(b0, 0), read_f16(b1, 0));
-        // SAFETY: the loads below read 16 or 32 bytes inside `b0` / `b1` (a block's
-        // quants follow its 2- or 4-byte header).
-        let (wq, m0, m1) = unsafe {
+        // SAFETY: the loads below read the blocks' headers (2 or 4 bytes) and 16 or
+        // 32 quant bytes after them, all inside `b0` / `b1`.
+        let (wq, dw, mw) = unsafe {
+            let header = |b: &[u8], n: usize| -> i32 {
+                if n == 4 {
+                    b.as_ptr().cast::<i32>().read_unaligned()
+                } else {
+                    i32::from(b.as_ptr().cast::<u16>().read_unaligned())
+                }
+            };
             match fmt {
                 Format::Q4_0 | Format::Q4_1 => {
                     let at = if fmt == Format::Q4_1 { 4 } else { 2 };
@@ -95,9 +103,24 @@ pub(super) unsafe fn tile<const R: usize>(fmt: Format, w: &[u8], a: [&[ActPair];
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibbles);
                     let wq = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                     if fmt == Format::Q4_1 {
-                        (wq, read_f16(b0, 2), read_f16(b1, 2))
+                        // [d0, m0, d1, m1]
+                        let h = _mm_cvtph_ps(_mm_setr_epi32(header(b0, 4), header(b1, 4), 0, 0));
+                        let h = _mm512_castps128_ps512(h);
+                        (
+                            wq,
+                            _mm512_permutexvar_ps(d_idx, h),
+                            _mm512_permutexvar_ps(m_idx, h),
+                        )
                     } else {
-                        (wq, -8.0 * d0, -8.0 * d1)
+                        // [d0, d1]
+                        let h = _mm_cvtph_ps(_mm_setr_epi32(
+                            header(b0, 2) | (header(b1, 2) << 16),
+                            0,
+                            0,
+                            0,
+                        ));
+                        let dw = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(h));
+                        (wq, dw, _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)))
                     }
                 }
                 Format::Q8_0 => {
@@ -108,18 +131,17 @@ pub(super) unsafe fn tile<const R: usize>(fmt: Format, w: &[u8], a: [&[ActPair];
                     let wq = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                     // Signed → unsigned: u = w + 128.
                     let wq = _mm512_xor_si512(wq, _mm512_set1_epi8(-128));
-                    (wq, -128.0 * d0, -128.0 * d1)
+                    let h = _mm_cvtph_ps(_mm_setr_epi32(
+                        header(b0, 2) | (header(b1, 2) << 16),
+                        0,
+                        0,
+                        0,
+                    ));
+                    let dw = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(h));
+                    (wq, dw, _mm512_mul_ps(dw, _mm512_set1_ps(-128.0)))
                 }
             }
         };
-        let dw = _mm512_permutexvar_ps(
-            spread,
-            _mm512_castps128_ps512(_mm_setr_ps(d0, d1, 0.0, 0.0)),
-        );
-        let mw = _mm512_permutexvar_ps(
-            spread,
-            _mm512_castps128_ps512(_mm_setr_ps(m0, m1, 0.0, 0.0)),
-        );
         for i in 0..R {
             // SAFETY: `a[i]` holds `pairs` pairs (caller's contract); an `ActPair`
             // is 64-byte aligned, as the aligned loads need.
