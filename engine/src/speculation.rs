@@ -2,11 +2,15 @@
 //! verifies the whole draft in one forward pass. Verification keeps exactly the tokens
 //! plain decoding would have produced (greedy), or the same distribution (sampling).
 //!
-//! Two sources: prompt lookup (the tokens that followed the latest earlier occurrence
-//! of the sequence's last n-gram) and a draft model (a smaller model with the same
+//! Two sources: prompt lookup (the tokens that followed the longest earlier match of
+//! the end of the context: prompt, retrieved snippets, generated text) and a draft model (a smaller model with the same
 //! tokenizer, loaded next to the main one, proposing its greedy continuation).
 
 /// How a request drafts tokens.
+///
+/// The engine's default is plain decoding; the server and command line default to
+/// [`Speculation::NGRAM`], which measured fastest (BENCHMARKS.md): its draft lengths
+/// adapt to acceptance and cost, so it never does much worse than plain decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Speculation {
     /// Plain decoding: one token per forward pass.

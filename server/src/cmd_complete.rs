@@ -47,7 +47,7 @@ pub struct CompleteArgs {
     /// Speculative decoding: `off`, `ngram`, `ngram:K` (K = most drafted tokens per
     /// step) or `draft:<model path>` (a smaller model with the same tokenizer, e.g.
     /// from `souffleur model make-draft`). Greedy output is identical with and without it.
-    #[arg(long, default_value = "off", value_parser = parse_speculation)]
+    #[arg(long, default_value = "ngram", value_parser = parse_speculation)]
     pub speculate: SpeculateArg,
 }
 

@@ -292,7 +292,7 @@ fn local(
             name,
             CancelToken::new(),
             context.saturating_sub(limits.max_new_tokens + 8),
-            engine::Speculation::default(),
+            engine::Speculation::NGRAM,
         ))
     };
     let index = open_index(home, &args.repo);

@@ -167,7 +167,7 @@ impl Default for SchedulerSection {
             max_active: 16,
             max_batch_tokens: 512,
             prefix_cache_mib: 256,
-            speculation: "off".into(),
+            speculation: "ngram".into(),
         }
     }
 }
