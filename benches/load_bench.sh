@@ -21,6 +21,7 @@
 #   SEED       (default 42); TOKENS: number of distinct tokens (default: the largest level;
 #              TOKENS=1 makes every client share one token and its limit)
 #   TRACE      file for one JSON line per measured request (latency, cursor, completion)
+#   SPECULATION  the server's `scheduler.speculation` (default: the server's default)
 #   CARGO_TARGET_DIR (default: target)
 set -euo pipefail
 
@@ -52,6 +53,9 @@ trap 'rm -rf "$work"' EXIT
 export SOUFFLEUR_HOME="$work/home"
 mkdir -p "$SOUFFLEUR_HOME/models"
 ln -s "$(realpath "$model")" "$SOUFFLEUR_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [[ -n "${SPECULATION:-}" ]]; then
+    printf '[scheduler]\nspeculation = "%s"\n' "$SPECULATION" >"$SOUFFLEUR_HOME/config.toml"
+fi
 
 name="$(basename "$corpus_src")"
 mkdir -p "$work/$name"
@@ -75,5 +79,5 @@ fi
 if [[ -n "${TRACE:-}" ]]; then
     args+=(--trace "$TRACE")
 fi
-echo "server $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo ' + uncommitted changes'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "server $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo ' + uncommitted changes'), speculation ${SPECULATION:-default}, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 "$bin_dir/load_gen" "${args[@]}"

@@ -84,8 +84,13 @@ impl Speculation {
 const MAX_NGRAM: usize = 32;
 /// Shortest suffix matched (shorter matches are mostly noise).
 const MIN_NGRAM: usize = 2;
-/// Acceptance assumed before a sequence has drafted anything.
-const PRIOR_ACCEPTANCE: f64 = 0.8;
+/// Acceptance assumed before a sequence has drafted anything, per kind of draft: a
+/// prompt-lookup match of 2–3 tokens, of 4–7, of 8 or more, and a draft model.
+const PRIOR_ACCEPTANCE: [f64; KINDS] = [0.5, 0.7, 0.9, 0.7];
+/// Kinds of draft whose acceptance is tracked apart.
+const KINDS: usize = 4;
+/// The kind of a draft-model draft.
+const MODEL_KIND: usize = 3;
 /// Weight of the newest draft in the running acceptance estimate.
 const ACCEPTANCE_WEIGHT: f64 = 0.35;
 /// A sequence that stopped drafting because it did not pay tries one token again
@@ -109,7 +114,11 @@ pub(crate) struct Drafter {
     max_draft: usize,
     fixed: bool,
     from_model: bool,
-    acceptance: f64,
+    /// Estimated probability that a drafted token is accepted (given the ones
+    /// before it were), per kind of draft.
+    acceptance: [f64; KINDS],
+    /// The kind of the latest draft.
+    kind: usize,
     since_draft: usize,
     drafted: usize,
     accepted: usize,
@@ -130,6 +139,7 @@ impl Drafter {
             fixed,
             from_model: mode.uses_draft_model(),
             acceptance: PRIOR_ACCEPTANCE,
+            kind: MODEL_KIND,
             since_draft: 0,
             drafted: 0,
             accepted: 0,
@@ -156,7 +166,12 @@ impl Drafter {
         if want == 0 {
             return Vec::new();
         }
-        let mut draft = lookup(prompt, generated, want);
+        let (mut draft, matched) = lookup(prompt, generated, want);
+        self.kind = match matched {
+            0..=3 => 0,
+            4..=7 => 1,
+            _ => 2,
+        };
         let len = self.length(draft.len(), cost);
         draft.truncate(len);
         draft
@@ -164,6 +179,7 @@ impl Drafter {
 
     /// How many tokens a draft model should propose (at most `room`).
     pub fn model_draft_length(&mut self, room: usize, cost: StepCost) -> usize {
+        self.kind = MODEL_KIND;
         self.length(self.max_draft.min(room), cost)
     }
 
@@ -171,9 +187,17 @@ impl Drafter {
         let mut len = if self.fixed {
             available
         } else {
-            best_length(self.acceptance, cost.per_draft_token, available, cost.batch)
+            let a = self.acceptance[self.kind];
+            best_length(a, cost.per_draft_token, available, cost.batch)
         };
-        if len == 0 && available > 0 && self.since_draft >= PROBE_EVERY {
+        // Probe now and then, unless a drafted token costs a whole pass (then no
+        // acceptance can make drafting pay, and a draft model's probe would also
+        // have to catch up on the context first).
+        if len == 0
+            && available > 0
+            && self.since_draft >= PROBE_EVERY
+            && cost.per_draft_token < 1.0
+        {
             len = 1;
         }
         if len == 0 {
@@ -184,15 +208,19 @@ impl Drafter {
         len
     }
 
-    /// Records how many of `drafted` tokens were accepted.
+    /// Records how many of the latest draft's `drafted` tokens were accepted.
     pub fn record(&mut self, drafted: usize, accepted: usize) {
         if drafted == 0 {
             return;
         }
         self.drafted += drafted;
         self.accepted += accepted;
-        let rate = accepted as f64 / drafted as f64;
-        self.acceptance = (1.0 - ACCEPTANCE_WEIGHT) * self.acceptance + ACCEPTANCE_WEIGHT * rate;
+        // Tokens are verified in order up to the first rejection: the ones tried are
+        // the accepted ones plus the rejected one, if any.
+        let tried = accepted + usize::from(accepted < drafted);
+        let rate = accepted as f64 / tried as f64;
+        let a = &mut self.acceptance[self.kind];
+        *a = (1.0 - ACCEPTANCE_WEIGHT) * *a + ACCEPTANCE_WEIGHT * rate;
     }
 
     /// Tokens drafted and accepted so far.
@@ -288,11 +316,11 @@ impl PassCost {
 
 /// The tokens after the earlier occurrence of the longest suffix of the context
 /// (at least `MIN_NGRAM`, at most `MAX_NGRAM` tokens; the latest of equally long
-/// ones).
-fn lookup(prompt: &[u32], generated: &[u32], want: usize) -> Vec<u32> {
+/// ones), and the length of that suffix.
+fn lookup(prompt: &[u32], generated: &[u32], want: usize) -> (Vec<u32>, usize) {
     let len = prompt.len() + generated.len();
     if len < 2 {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let at = |i: usize| {
         if i < prompt.len() {
@@ -320,11 +348,11 @@ fn lookup(prompt: &[u32], generated: &[u32], want: usize) -> Vec<u32> {
         }
     }
     if best_len < MIN_NGRAM {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let from = best_end + 1;
     let to = (from + want).min(len);
-    (from..to).map(at).collect()
+    ((from..to).map(at).collect(), best_len)
 }
 
 #[cfg(test)]
@@ -334,29 +362,29 @@ mod tests {
     #[test]
     fn proposes_what_followed_the_last_ngram() {
         let prompt = [1, 2, 3, 4, 5, 6, 9, 9, 2, 3];
-        assert_eq!(lookup(&prompt, &[], 3), vec![4, 5, 6]);
+        assert_eq!(lookup(&prompt, &[], 3).0, vec![4, 5, 6]);
         // The generated tokens are part of the context.
-        assert_eq!(lookup(&[7, 8, 1, 2, 3], &[7, 8], 2), vec![1, 2]);
-        assert!(lookup(&[1, 2, 3], &[4], 3).is_empty());
+        assert_eq!(lookup(&[7, 8, 1, 2, 3], &[7, 8], 2).0, vec![1, 2]);
+        assert!(lookup(&[1, 2, 3], &[4], 3).0.is_empty());
     }
 
     #[test]
     fn the_latest_and_longest_match_wins() {
         let prompt = [5, 6, 1, 6, 7, 8, 6, 2, 5, 6];
         // "5 6" occurs at 0 → 1; the 2-gram match is used (no 3-gram match).
-        assert_eq!(lookup(&prompt, &[], 1), vec![1]);
+        assert_eq!(lookup(&prompt, &[], 1).0, vec![1]);
         let prompt = [1, 2, 3, 9, 2, 3, 8, 1, 2, 3];
         assert_eq!(
-            lookup(&prompt, &[], 1),
+            lookup(&prompt, &[], 1).0,
             vec![9],
             "3-gram match beats the later 2-gram"
         );
         // A long match far back beats a short recent one.
         let prompt = [4, 5, 6, 7, 1, 0, 9, 6, 7, 2, 3, 4, 5, 6, 7];
-        assert_eq!(lookup(&prompt, &[], 2), vec![1, 0]);
+        assert_eq!(lookup(&prompt, &[], 2).0, vec![1, 0]);
         // Equally long matches: the latest wins.
         let prompt = [6, 7, 1, 6, 7, 2, 6, 7];
-        assert_eq!(lookup(&prompt, &[], 1), vec![2]);
+        assert_eq!(lookup(&prompt, &[], 1).0, vec![2]);
     }
 
     #[test]
@@ -397,7 +425,29 @@ mod tests {
         }
         assert!(drafts[..PROBE_EVERY].iter().all(|&n| n == 0), "{drafts:?}");
         assert_eq!(drafts[PROBE_EVERY], 1, "one probe token");
+        // A draft that costs as much as a pass is never proposed by the adaptive mode.
+        let mut d = Drafter::new(Speculation::DRAFT).expect("on");
+        let dear = StepCost {
+            per_draft_token: 1.4,
+            batch: 1,
+        };
+        assert!((0..3 * PROBE_EVERY).all(|_| d.model_draft_length(8, dear) == 0));
         assert!(Drafter::new(Speculation::Off).is_none());
+    }
+
+    #[test]
+    fn acceptance_counts_only_the_tokens_verified() {
+        let mut d = Drafter::new(Speculation::NGRAM).expect("on");
+        d.kind = 1;
+        for _ in 0..40 {
+            // 3 accepted, the 4th rejected, the last 4 never looked at: a = 3/4.
+            d.record(8, 3);
+        }
+        assert!((d.acceptance[1] - 0.75).abs() < 1e-3, "{:?}", d.acceptance);
+        assert_eq!(
+            d.acceptance[2], PRIOR_ACCEPTANCE[2],
+            "other kinds untouched"
+        );
     }
 
     #[test]

@@ -127,6 +127,15 @@ fn speculation_per_request_changes_no_greedy_output() {
     let plain = ask("off");
     assert_eq!(ask("ngram"), plain);
     assert_eq!(ask("ngram:2"), plain);
+    // Drafting is visible in /metrics.
+    let m = get("/metrics", Some(&server().admin)).body;
+    let drafted: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("souffleur_drafted_tokens_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(drafted > 0.0, "{m}");
+    assert!(m.contains("souffleur_accepted_draft_tokens_total"), "{m}");
     // This server has no draft model: asking for one is a clear 422.
     let body = json!({"prompt": prompt, "max_tokens": 4, "speculation": "draft"});
     let r = post("/v1/completions", Some(&server().admin), &body.to_string());

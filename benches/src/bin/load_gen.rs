@@ -832,6 +832,8 @@ fn run_level(
     let prefilled_tokens = delta(&m0, &m1, "souffleur_prompt_tokens_total");
     let reused_tokens = delta(&m0, &m1, "souffleur_reused_prompt_tokens_total");
     let generated = delta(&m0, &m1, "souffleur_generated_tokens_total");
+    let drafted = delta(&m0, &m1, "souffleur_drafted_tokens_total");
+    let accepted = delta(&m0, &m1, "souffleur_accepted_draft_tokens_total");
     let server_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
     let self_cpu = self0.zip(self1).map(|(a, b)| b - a);
     let machine_cpu = busy0.zip(busy1).map(|(a, b)| b - a);
@@ -873,6 +875,11 @@ fn run_level(
         "reused_prompt_tokens": reused_tokens,
         "reused_prompt_token_fraction": ratio(reused_tokens, reused_tokens + prefilled_tokens),
         "generated_tokens": generated,
+        "speculation": {
+            "drafted_tokens": drafted,
+            "accepted_tokens": accepted,
+            "acceptance": ratio(accepted, drafted),
+        },
         "server_cpu_s": server_cpu,
         "server_cpu_ms_per_request": server_cpu.and_then(|c| ratio(c * 1e3, n as f64)),
         "load_gen_cpu_s": self_cpu,

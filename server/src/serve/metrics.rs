@@ -122,7 +122,7 @@ impl Metrics {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let lookups = load(&engine.prefix_lookups);
         let hits = load(&engine.prefix_hits);
-        let gauges: [(&str, &str, &str, f64); 10] = [
+        let gauges: [(&str, &str, &str, f64); 12] = [
             (
                 "souffleur_queue_depth",
                 "gauge",
@@ -158,6 +158,18 @@ impl Metrics {
                 "counter",
                 "Model forward passes.",
                 load(&engine.forward_passes) as f64,
+            ),
+            (
+                "souffleur_drafted_tokens_total",
+                "counter",
+                "Tokens proposed by speculative drafting.",
+                load(&engine.drafted_tokens) as f64,
+            ),
+            (
+                "souffleur_accepted_draft_tokens_total",
+                "counter",
+                "Drafted tokens the model confirmed.",
+                load(&engine.accepted_tokens) as f64,
             ),
             (
                 "souffleur_prefix_cache_lookups_total",
