@@ -461,10 +461,9 @@ impl Worker {
     }
 
     /// Fills the drafts of `plan` entries listed in `wanted` (entry, length) with
-    /// the draft model's greedy continuation of each sequence's context. The draft
-    /// caches first catch up on the context in fixed-size chunks; then each round
-    /// feeds every unfinished draft's last token in one batched step. A failing
-    /// draft step leaves the drafts short (plain decoding for that step).
+    /// the draft model's greedy continuation of each sequence's context (its draft
+    /// cache catches up on the context in fixed-size chunks first). A failing draft
+    /// step leaves the drafts short (plain decoding for that step).
     fn draft_with_model(
         &mut self,
         plan: &mut [(usize, usize, Vec<u32>)],
@@ -475,8 +474,6 @@ impl Worker {
         };
         let t = draft_model.transformer();
         let chunk = self.config.prefill_chunk.max(1);
-        // Catch up: feed the context the draft cache lacks; the last chunk's logits
-        // give the first drafted token.
         let contexts: Vec<Vec<u32>> = wanted
             .iter()
             .map(|&(entry, _)| {
@@ -494,30 +491,57 @@ impl Worker {
             // At least the last context token is fed: its logits start the draft.
             dc.truncate(context.len().saturating_sub(1));
         }
-        loop {
+        // Each round feeds every sequence either its next chunk of context (until the
+        // chunk that reaches the end gives the first drafted token) or its latest
+        // drafted token (until its draft is long enough), all in one batched step.
+        let max_rounds = contexts
+            .iter()
+            .map(|c| c.len() / chunk + 1)
+            .max()
+            .unwrap_or(0)
+            + wanted.iter().map(|&(_, k)| k).max().unwrap_or(0);
+        for _ in 0..max_rounds {
+            let lasts: Vec<Option<u32>> = wanted
+                .iter()
+                .map(|&(entry, k)| {
+                    let d = &plan[entry].2;
+                    (d.len() < k).then(|| d.last().copied()).flatten()
+                })
+                .collect();
             let mut slots: Vec<Option<&mut Sequence>> = self.active.iter_mut().map(Some).collect();
             let mut inputs = Vec::new();
             let mut owners = Vec::new();
-            for (w, (&(entry, _), context)) in wanted.iter().zip(&contexts).enumerate() {
-                let Some(seq) = slots[plan[entry].0].take() else {
+            for (w, (&(entry, k), context)) in wanted.iter().zip(&contexts).enumerate() {
+                let draft_len = plan[entry].2.len();
+                let Some(dc) = slots[plan[entry].0]
+                    .take()
+                    .and_then(|seq| seq.draft_cache.as_mut())
+                else {
                     continue;
                 };
-                let Some(dc) = seq.draft_cache.as_mut() else {
-                    continue;
-                };
-                let start = dc.len();
-                if start >= context.len() || !plan[entry].2.is_empty() {
-                    continue;
-                }
-                let end = (start + chunk).min(context.len());
-                let logits = if end == context.len() {
-                    LogitsWanted::Last
+                let (tokens, logits) = if draft_len == 0 {
+                    let start = dc.len();
+                    let end = (start + chunk).min(context.len());
+                    if start >= end {
+                        continue;
+                    }
+                    let logits = if end == context.len() {
+                        LogitsWanted::Last
+                    } else {
+                        LogitsWanted::None
+                    };
+                    (&context[start..end], logits)
+                } else if draft_len < k {
+                    let Some(last) = lasts[w].as_ref() else {
+                        continue;
+                    };
+                    (std::slice::from_ref(last), LogitsWanted::Last)
                 } else {
-                    LogitsWanted::None
+                    continue;
                 };
                 inputs.push(StepInput {
                     cache: dc,
-                    tokens: &context[start..end],
+                    tokens,
                     logits,
                 });
                 owners.push(w);
@@ -533,53 +557,6 @@ impl Worker {
                 if let Some(token) = logits.and_then(|l| argmax_rows(&l).ok()?.first().copied()) {
                     plan[wanted[w].0].2.push(token);
                 }
-            }
-        }
-        // Each further round extends every draft that is still short by one token.
-        loop {
-            let mut slots: Vec<Option<&mut Sequence>> = self.active.iter_mut().map(Some).collect();
-            let mut inputs = Vec::new();
-            let mut owners = Vec::new();
-            let lasts: Vec<Option<u32>> = wanted
-                .iter()
-                .map(|&(entry, k)| {
-                    let d = &plan[entry].2;
-                    (!d.is_empty() && d.len() < k).then(|| d[d.len() - 1])
-                })
-                .collect();
-            for (w, &(entry, _)) in wanted.iter().enumerate() {
-                let Some(last) = lasts[w].as_ref() else {
-                    continue;
-                };
-                let Some(seq) = slots[plan[entry].0].take() else {
-                    continue;
-                };
-                let Some(dc) = seq.draft_cache.as_mut() else {
-                    continue;
-                };
-                inputs.push(StepInput {
-                    cache: dc,
-                    tokens: std::slice::from_ref(last),
-                    logits: LogitsWanted::Last,
-                });
-                owners.push(w);
-            }
-            if inputs.is_empty() {
-                break;
-            }
-            let Ok(outputs) = t.forward(&mut inputs) else {
-                return;
-            };
-            drop(inputs);
-            let mut progressed = false;
-            for (w, logits) in owners.into_iter().zip(outputs) {
-                if let Some(token) = logits.and_then(|l| argmax_rows(&l).ok()?.first().copied()) {
-                    plan[wanted[w].0].2.push(token);
-                    progressed = true;
-                }
-            }
-            if !progressed {
-                break;
             }
         }
     }

@@ -138,6 +138,16 @@ fn compare_with(fixture: &str) -> Agreement {
     a
 }
 
+/// The token ids of the llama.cpp fixture's prompts.
+fn reference_prompts() -> Vec<Vec<u32>> {
+    json("smollm2_logits.json")["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .map(|p| ids(&p["prompt_ids"]))
+        .collect()
+}
+
 fn floats(v: &serde_json::Value) -> Vec<f32> {
     v.as_array()
         .expect("array of numbers")
@@ -185,13 +195,7 @@ fn speculative_greedy_decoding_is_identical_on_the_default_model() {
         },
     )
     .expect("engine");
-    let fx = json("smollm2_logits.json");
-    let prompts: Vec<Vec<u32>> = fx["prompts"]
-        .as_array()
-        .expect("prompts")
-        .iter()
-        .map(|p| ids(&p["prompt_ids"]))
-        .collect();
+    let prompts = reference_prompts();
     // Plain decoding, one request at a time.
     let plain: Vec<Vec<u32>> = prompts
         .iter()
@@ -257,14 +261,8 @@ fn draft_model_speculation_is_identical_on_the_default_model() {
         prefix_cache_bytes: 0,
         ..Default::default()
     };
-    let fx = json("smollm2_logits.json");
-    let prompts: Vec<Vec<u32>> = fx["prompts"]
-        .as_array()
-        .expect("prompts")
-        .iter()
-        .map(|p| ids(&p["prompt_ids"]))
-        .take(6)
-        .collect();
+    let mut prompts = reference_prompts();
+    prompts.truncate(6);
     let plain_engine = Engine::start(model.clone(), config()).expect("engine");
     let plain: Vec<Vec<u32>> = prompts
         .iter()

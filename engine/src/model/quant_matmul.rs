@@ -729,46 +729,23 @@ struct Weights<'a> {
 impl Weights<'_> {
     /// Computes outputs `o ∈ outs` for rows `r ∈ rows` into `y[r · out + o]`.
     fn compute(&self, acts: &[ActBlock], outs: Range<usize>, rows: Range<usize>, y: &[AtomicU32]) {
-        let nb = self.nb;
-        let stride = y.len() / (acts.len() / nb);
-        let act_row = |r: usize| &acts[r * nb..(r + 1) * nb];
-        let put =
-            |r: usize, o: usize, v: f32| y[r * stride + o].store(v.to_bits(), Ordering::Relaxed);
-        for o in outs {
-            let w = &self.data[o * self.row_bytes..(o + 1) * self.row_bytes];
-            let mut r = rows.start;
-            while r < rows.end {
-                let n = (rows.end - r).min(TILE);
-                match n {
-                    4 => {
-                        let a = [act_row(r), act_row(r + 1), act_row(r + 2), act_row(r + 3)];
-                        for (i, v) in self.tile(w, a).into_iter().enumerate() {
-                            put(r + i, o, v);
-                        }
-                    }
-                    3 => {
-                        let a = [act_row(r), act_row(r + 1), act_row(r + 2)];
-                        for (i, v) in self.tile(w, a).into_iter().enumerate() {
-                            put(r + i, o, v);
-                        }
-                    }
-                    2 => {
-                        for (i, v) in self
-                            .tile(w, [act_row(r), act_row(r + 1)])
-                            .into_iter()
-                            .enumerate()
-                        {
-                            put(r + i, o, v);
-                        }
-                    }
-                    _ => put(r, o, self.tile(w, [act_row(r)])[0]),
-                }
-                r += n;
-            }
-        }
+        self.sweep(
+            acts,
+            self.nb,
+            TILE,
+            outs,
+            rows,
+            y,
+            |w, a| self.tile(w, a),
+            |w, a| self.tile(w, a),
+            |w, a| self.tile(w, a),
+            |w, a| self.tile(w, a),
+            |w, a| self.tile(w, a),
+        );
     }
 
-    /// Like [`compute`](Self::compute) for [`Kernel::Avx512Vnni`], on activation pairs.
+    /// Like [`compute`](Self::compute) for [`Kernel::Avx512Vnni`], on activation
+    /// pairs, in tiles of up to eight rows (32 vector registers hold their sums).
     fn compute_pairs(
         &self,
         pairs: &[ActPair],
@@ -776,45 +753,74 @@ impl Weights<'_> {
         rows: Range<usize>,
         y: &[AtomicU32],
     ) {
-        let np = self.nb / 2;
-        let stride = y.len() / (pairs.len() / np.max(1)).max(1);
-        let row = |r: usize| &pairs[r * np..(r + 1) * np];
-        let put =
-            |r: usize, o: usize, v: f32| y[r * stride + o].store(v.to_bits(), Ordering::Relaxed);
+        self.sweep(
+            pairs,
+            self.nb / 2,
+            2 * TILE,
+            outs,
+            rows,
+            y,
+            |w, a| self.tile_pairs(w, a),
+            |w, a| self.tile_pairs(w, a),
+            |w, a| self.tile_pairs(w, a),
+            |w, a| self.tile_pairs(w, a),
+            |w, a| self.tile_pairs(w, a),
+        );
+    }
+
+    /// Sweeps weight rows `outs` over activation rows `rows` (each `per_row` items
+    /// of `acts`) in tiles of at most `max_tile` (4 or 8) rows, so each weight row
+    /// is unpacked once per tile; the `tileN` functions compute N rows at once.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn sweep<A>(
+        &self,
+        acts: &[A],
+        per_row: usize,
+        max_tile: usize,
+        outs: Range<usize>,
+        rows: Range<usize>,
+        y: &[AtomicU32],
+        tile1: impl Fn(&[u8], [&[A]; 1]) -> [f32; 1],
+        tile2: impl Fn(&[u8], [&[A]; 2]) -> [f32; 2],
+        tile3: impl Fn(&[u8], [&[A]; 3]) -> [f32; 3],
+        tile4: impl Fn(&[u8], [&[A]; 4]) -> [f32; 4],
+        tile8: impl Fn(&[u8], [&[A]; 8]) -> [f32; 8],
+    ) {
+        let stride = y.len() / (acts.len() / per_row.max(1)).max(1);
+        let row = |r: usize| &acts[r * per_row..(r + 1) * per_row];
+        let put = |r: usize, o: usize, vals: &[f32]| {
+            for (i, v) in vals.iter().enumerate() {
+                y[(r + i) * stride + o].store(v.to_bits(), Ordering::Relaxed);
+            }
+        };
         for o in outs {
             let w = &self.data[o * self.row_bytes..(o + 1) * self.row_bytes];
             let mut r = rows.start;
             while r < rows.end {
-                // 32 vector registers hold the accumulators of eight rows.
-                let n = (rows.end - r).min(2 * TILE);
-                match n {
+                let n = match (rows.end - r).min(max_tile) {
                     8 => {
-                        let a: [&[ActPair]; 8] = std::array::from_fn(|i| row(r + i));
-                        for (i, v) in self.tile_pairs(w, a).into_iter().enumerate() {
-                            put(r + i, o, v);
-                        }
+                        put(r, o, &tile8(w, std::array::from_fn(|i| row(r + i))));
+                        8
                     }
                     4..=7 => {
-                        let a = [row(r), row(r + 1), row(r + 2), row(r + 3)];
-                        for (i, v) in self.tile_pairs(w, a).into_iter().enumerate() {
-                            put(r + i, o, v);
-                        }
+                        put(r, o, &tile4(w, std::array::from_fn(|i| row(r + i))));
+                        4
                     }
                     3 => {
-                        let a = [row(r), row(r + 1), row(r + 2)];
-                        for (i, v) in self.tile_pairs(w, a).into_iter().enumerate() {
-                            put(r + i, o, v);
-                        }
+                        put(r, o, &tile3(w, std::array::from_fn(|i| row(r + i))));
+                        3
                     }
                     2 => {
-                        let a = [row(r), row(r + 1)];
-                        for (i, v) in self.tile_pairs(w, a).into_iter().enumerate() {
-                            put(r + i, o, v);
-                        }
+                        put(r, o, &tile2(w, std::array::from_fn(|i| row(r + i))));
+                        2
                     }
-                    _ => put(r, o, self.tile_pairs(w, [row(r)])[0]),
-                }
-                r += if (4..8).contains(&n) { 4 } else { n };
+                    _ => {
+                        put(r, o, &tile1(w, [row(r)]));
+                        1
+                    }
+                };
+                r += n;
             }
         }
     }
