@@ -58,20 +58,26 @@ impl KvCache {
             return Ok(());
         }
         let new_cap = needed.div_ceil(GROWTH) * GROWTH;
-        let shape = (self.kv_heads, new_cap, self.head_dim);
-        let mut grown = Vec::with_capacity(self.num_layers);
+        self.layers = self.layers_holding(self.len, new_cap)?;
+        self.capacity = new_cap;
+        Ok(())
+    }
+
+    /// Fresh storage of `capacity` positions per layer holding a copy of the
+    /// first `keep` cached positions.
+    fn layers_holding(&self, keep: usize, capacity: usize) -> Result<Vec<(Tensor, Tensor)>> {
+        let shape = (self.kv_heads, capacity, self.head_dim);
+        let mut out = Vec::with_capacity(self.num_layers);
         for layer in 0..self.num_layers {
             let nk = Tensor::zeros(shape, DType::F32, &self.device)?;
             let nv = Tensor::zeros(shape, DType::F32, &self.device)?;
-            if let Some((k, v)) = self.layers.get(layer).filter(|_| self.len > 0) {
-                nk.slice_set(&k.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
-                nv.slice_set(&v.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+            if let Some((k, v)) = self.layers.get(layer).filter(|_| keep > 0) {
+                nk.slice_set(&k.narrow(1, 0, keep)?.contiguous()?, 1, 0)?;
+                nv.slice_set(&v.narrow(1, 0, keep)?.contiguous()?, 1, 0)?;
             }
-            grown.push((nk, nv));
+            out.push((nk, nv));
         }
-        self.layers = grown;
-        self.capacity = new_cap;
-        Ok(())
+        Ok(out)
     }
 
     /// Writes `k` and `v` (`[kv_heads, t, head_dim]`) for `layer` after the cached
@@ -121,15 +127,11 @@ impl KvCache {
     pub fn copy_prefix(&self, len: usize) -> Result<KvCache> {
         let len = len.min(self.len);
         let mut copy = KvCache::new(self.num_layers, self.kv_heads, self.head_dim, &self.device);
-        if len == 0 {
-            return Ok(copy);
+        if len > 0 {
+            copy.capacity = len.div_ceil(GROWTH) * GROWTH;
+            copy.layers = self.layers_holding(len, copy.capacity)?;
+            copy.len = len;
         }
-        copy.reserve(len)?;
-        for ((sk, sv), (dk, dv)) in self.layers.iter().zip(&copy.layers) {
-            dk.slice_set(&sk.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
-            dv.slice_set(&sv.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
-        }
-        copy.len = len;
         Ok(copy)
     }
 

@@ -18,6 +18,27 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::languages::Language;
 
+/// Lock files (lowercase names): written by package managers, never indexed and
+/// never reviewed line by line.
+pub const LOCK_FILES: &[&str] = &[
+    "cargo.lock",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "poetry.lock",
+    "pipfile.lock",
+    "gemfile.lock",
+    "composer.lock",
+    "go.sum",
+    "uv.lock",
+    "flake.lock",
+    "mix.lock",
+    "pubspec.lock",
+    "packages.lock.json",
+    "podfile.lock",
+];
+
 /// The names of the files whose patterns exclude paths from the index.
 pub const IGNORE_FILE_NAMES: [&str; 3] = [".gitignore", ".ignore", ".souffleurignore"];
 
@@ -136,19 +157,6 @@ pub fn path_skip(path: &str) -> Option<SkipReason> {
         "ttf", "otf", "eot", "mp3", "mp4", "wav", "ogg", "flac", "avi", "mov", "mkv", "webm",
         "wasm", "sqlite", "db", "rlib", "rmeta", "bin", "crate",
     ];
-    const GENERATED_NAMES: &[&str] = &[
-        "cargo.lock",
-        "package-lock.json",
-        "npm-shrinkwrap.json",
-        "yarn.lock",
-        "pnpm-lock.yaml",
-        "poetry.lock",
-        "pipfile.lock",
-        "gemfile.lock",
-        "composer.lock",
-        "go.sum",
-        "uv.lock",
-    ];
     const GENERATED_SUFFIXES: &[&str] = &[
         "_pb2.py",
         "_pb2_grpc.py",
@@ -164,7 +172,7 @@ pub fn path_skip(path: &str) -> Option<SkipReason> {
     {
         return Some(SkipReason::Binary);
     }
-    if GENERATED_NAMES.contains(&lower.as_str())
+    if LOCK_FILES.contains(&lower.as_str())
         || GENERATED_SUFFIXES.iter().any(|s| lower.ends_with(s))
         || lower.contains(".generated.")
     {

@@ -206,12 +206,7 @@ pub struct Segment {
 impl Segment {
     /// Added lines: (new line, text).
     pub fn added(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.lines
-            .iter()
-            .filter_map(|l| match (l.kind, l.new_line) {
-                (LineKind::Added, Some(n)) => Some((n, l.text.as_str())),
-                _ => None,
-            })
+        super::diff::added_lines(&self.lines)
     }
 
     fn added_range(&self) -> Option<(u32, u32)> {

@@ -69,15 +69,18 @@ pub struct Hunk {
     pub lines: Vec<DiffLine>,
 }
 
+/// The added lines among `lines`: (new-side line number, text).
+pub fn added_lines(lines: &[DiffLine]) -> impl Iterator<Item = (u32, &str)> {
+    lines.iter().filter_map(|l| match (l.kind, l.new_line) {
+        (LineKind::Added, Some(n)) => Some((n, l.text.as_str())),
+        _ => None,
+    })
+}
+
 impl Hunk {
     /// The added lines: (new-side line number, text).
     pub fn added(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.lines
-            .iter()
-            .filter_map(|l| match (l.kind, l.new_line) {
-                (LineKind::Added, Some(n)) => Some((n, l.text.as_str())),
-                _ => None,
-            })
+        added_lines(&self.lines)
     }
 
     /// Whether any line is added.
