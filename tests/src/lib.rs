@@ -240,18 +240,37 @@ fn agent() -> ureq::Agent {
 }
 
 /// POSTs `body` (raw) to `path` with an optional bearer token.
+///
+/// A server may answer an oversized body (413) and close the connection before the
+/// client has written all of it; the write then fails with a broken pipe or reset
+/// before the answer is read. Such attempts are repeated (a few times at most):
+/// the answer is what the test checks.
 pub fn post(path: &str, token: Option<&str>, body: &str) -> Reply {
     let s = server();
-    let mut req = agent()
-        .post(format!("{}{path}", s.url))
-        .header("Content-Type", "application/json");
-    if let Some(t) = token {
-        req = req.header("Authorization", format!("Bearer {t}"));
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut req = agent()
+            .post(format!("{}{path}", s.url))
+            .header("Content-Type", "application/json");
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        match req.send(body) {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.body_mut().read_to_string().unwrap_or_default();
+                return Reply { status, body };
+            }
+            Err(ureq::Error::Io(e))
+                if attempts < 5
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) => {}
+            Err(e) => panic!("request: {e:?}"),
+        }
     }
-    let mut resp = req.send(body).expect("request");
-    let status = resp.status().as_u16();
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Reply { status, body }
 }
 
 /// GETs `path` with an optional bearer token.
