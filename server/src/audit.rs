@@ -35,10 +35,18 @@ pub struct AuditRecord {
     pub completion: Option<String>,
 }
 
+/// What the writer thread is sent.
+enum Message {
+    /// A row to write.
+    Record(AuditRecord),
+    /// Answer once every row queued before this one is written.
+    Flush(Sender<()>),
+}
+
 /// Sends records to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: Sender<AuditRecord>,
+    tx: Sender<Message>,
     store_code: bool,
 }
 
@@ -65,18 +73,34 @@ impl AuditLog {
             record.completion = None;
         }
         // A stopped writer thread only happens at shutdown; nothing to do then.
-        let _ = self.tx.send(record);
+        let _ = self.tx.send(Message::Record(record));
+    }
+
+    /// Waits (at most `timeout`) until every record queued so far is on disk; false
+    /// when the writer did not answer in time.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        let (tx, rx) = channel();
+        self.tx.send(Message::Flush(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
     }
 }
 
-fn write_loop(conn: rusqlite::Connection, rx: Receiver<AuditRecord>) {
+fn write_loop(conn: rusqlite::Connection, rx: Receiver<Message>) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+        let mut batch = Vec::new();
+        let mut waiting = Vec::new();
+        for message in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match message {
+                Message::Record(r) => batch.push(r),
+                Message::Flush(done) => waiting.push(done),
+            }
         }
-        if let Err(e) = write_batch(&conn, &batch) {
+        if !batch.is_empty()
+            && let Err(e) = write_batch(&conn, &batch)
+        {
             eprintln!("souffleur: audit log write failed: {e}");
+        }
+        for done in waiting {
+            let _ = done.send(());
         }
     }
 }

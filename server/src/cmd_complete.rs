@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use engine::{Engine, GenerationEvent, GenerationRequest, Model, SamplingParams, SchedulerConfig};
+use engine::{Engine, GenerationEvent, GenerationRequest, SamplingParams, SchedulerConfig};
 
 use crate::home::Home;
 use crate::model_store;
@@ -71,16 +71,13 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
         None => String::new(),
     };
     let path = model_store::resolve(home, args.model.as_deref())?;
-    let model = Arc::new(Model::load(&path)?);
+    let model = Arc::new(model_store::load_verified(home, &path, None, "")?.0);
     let prompt = model.completion_prompt(&prefix, &suffix)?;
     let (engine, speculation) = match args.speculate {
         SpeculateArg::Mode(mode) => (Engine::start(model, SchedulerConfig::default())?, mode),
         SpeculateArg::DraftModel(draft) => {
             let draft = model_store::resolve(home, Some(&draft))?;
-            let draft = Arc::new(
-                Model::load(&draft)
-                    .with_context(|| format!("cannot load draft model {}", draft.display()))?,
-            );
+            let draft = Arc::new(model_store::load_verified(home, &draft, None, "")?.0);
             let engine = Engine::start_with_draft(model, draft, SchedulerConfig::default())?;
             (engine, engine::Speculation::DRAFT)
         }

@@ -68,6 +68,7 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
             if models.is_empty() {
                 println!("no models in {}", home.models().display());
             }
+            let mut damaged = Vec::new();
             for m in models {
                 let mut line = format!(
                     "{}\t{:.1} MB{}",
@@ -77,13 +78,23 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
                 );
                 if verify && m.path.is_file() {
                     let sum = model_store::checksum(&m.path)?;
-                    let pinned = m.is_default && sum == model_store::DEFAULT_MODEL.sha256;
-                    line.push_str(&format!(
-                        "\tsha256:{sum}{}",
-                        if pinned { " (matches pin)" } else { "" }
-                    ));
+                    let verdict = match model_store::catalogue_pin(&m.path) {
+                        Some(pin) if pin.sha256 == sum => " (matches pin)",
+                        Some(_) => {
+                            damaged.push(m.name.clone());
+                            " (DOES NOT MATCH the catalogue's pin)"
+                        }
+                        None => "",
+                    };
+                    line.push_str(&format!("\tsha256:{sum}{verdict}"));
                 }
                 println!("{line}");
+            }
+            if !damaged.is_empty() {
+                bail!(
+                    "{} do(es) not match the pinned SHA-256: delete and re-fetch with `souffleur model fetch-default`",
+                    damaged.join(", ")
+                );
             }
             Ok(())
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
-use engine::{CancelToken, Engine, Model, SchedulerConfig};
+use engine::{CancelToken, Engine, SchedulerConfig};
 use serde_json::{Value, json};
 
 use crate::home::Home;
@@ -198,7 +198,7 @@ fn obtain_diff(args: &ReviewArgs) -> Result<(String, Box<dyn FileSource>)> {
                 .and_then(|r| r.workdir().map(Path::to_path_buf))
             {
                 // Worktree files are used only where they agree with the diff.
-                Some(root) => Box::new(WorktreeFiles(root)),
+                Some(root) => Box::new(WorktreeFiles::new(root)),
                 None => Box::new(NoFiles),
             };
             Ok((text, files))
@@ -278,9 +278,7 @@ fn local(
     } else {
         let path = crate::model_store::resolve(home, args.model.as_deref())
             .context("no model for the review (or pass --no-model for static checks only)")?;
-        let model = Arc::new(
-            Model::load(&path).with_context(|| format!("cannot load {}", path.display()))?,
-        );
+        let model = Arc::new(crate::model_store::load_verified(home, &path, None, "")?.0);
         let context = model.info().config.context_length;
         let engine = Engine::start(model, SchedulerConfig::default())?;
         let name = path

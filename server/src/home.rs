@@ -4,6 +4,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+/// Makes every file and directory this process creates private to its user (mode
+/// 0600 / 0700): the home holds tokens, the audit log and the code index.
+pub fn restrict_new_files() {
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Paths under the home directory.
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -21,6 +30,14 @@ impl Home {
                 PathBuf::from(home).join(".souffleur")
             }
         };
+        if !root.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .with_context(|| format!("cannot create {}", root.display()))?;
+        }
         Ok(Self { root })
     }
 

@@ -13,6 +13,7 @@ mod serve;
 mod tokens;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -47,7 +48,27 @@ enum Command {
     Review(cmd_review::ReviewArgs),
 }
 
-fn main() -> Result<()> {
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Errors print as one line (`a: b: c`); `SOUFFLEUR_DEBUG=1` prints the whole report
+/// with a backtrace where one was captured.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if std::env::var_os("SOUFFLEUR_DEBUG").is_some() => {
+            eprintln!("souffleur: {e:?}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("souffleur: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    home::restrict_new_files();
     let cli = Cli::parse();
     let home = home::Home::resolve(cli.home)?;
     match cli.command {

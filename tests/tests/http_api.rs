@@ -14,7 +14,7 @@ fn tabby(prefix: &str, suffix: &str, filepath: &str) -> Value {
 
 #[test]
 fn health_reports_the_pinned_model_and_the_index() {
-    let h = get("/v1/health", None);
+    let h = get("/v1/health", Some(&server().alpha_user));
     assert_eq!(h.status, 200, "{}", h.body);
     let v = h.json();
     assert_eq!(

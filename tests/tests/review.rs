@@ -454,7 +454,7 @@ fn indexed_gamma() -> &'static std::path::PathBuf {
             &["index", "add", dir.to_str().expect("utf-8"), "--name", "gamma"],
         );
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !get("/v1/health", None).body.contains("gamma") {
+        while !get("/v1/health", Some(&s.admin)).body.contains("gamma") {
             assert!(Instant::now() < deadline, "the server never saw gamma");
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -800,6 +800,7 @@ fn run_level(
     let busy1 = machine_busy_secs();
     let m1 = metrics(&server.url, &tokens[0])?;
     let peak_rss_kb = proc_status_kb(pid, "VmHWM:");
+    let end_rss_kb = proc_status_kb(pid, "VmRSS:");
     let load_after = load_average();
     server.stop()?;
     if let Some(out) = trace.as_mut() {
@@ -887,6 +888,7 @@ fn run_level(
         "other_processes_cpu_s": other_cpu,
         "other_processes_cores": other_cpu.map(|c| c / wall),
         "server_peak_rss_mb": peak_rss_kb.map(|kb| kb as f64 / 1024.0),
+        "server_rss_after_mb": end_rss_kb.map(|kb| kb as f64 / 1024.0),
         "load_average_before": load_before,
         "load_average_after": load_after,
     }))
@@ -904,12 +906,12 @@ fn fmt_frac(v: &Value) -> String {
 
 fn print_table(levels: &[Value]) {
     println!(
-        "| clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | single-line | single-line p50 / p99 ms | same, warm prefix p50 / p99 ms | prefix-cache hit ratio | prompt tokens reused | server peak RSS MB |"
+        "| clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | single-line | single-line p50 / p99 ms | same, warm prefix p50 / p99 ms | prefix-cache hit ratio | prompt tokens reused | server peak RSS MB | server RSS after MB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in levels {
         println!(
-            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} |",
             l["clients"],
             l["requests"],
             l["errors"],
@@ -925,6 +927,7 @@ fn print_table(levels: &[Value]) {
             fmt_frac(&l["prefix_cache"]["hit_ratio"]),
             fmt_frac(&l["reused_prompt_token_fraction"]),
             fmt_ms(&l["server_peak_rss_mb"]),
+            fmt_ms(&l["server_rss_after_mb"]),
         );
     }
 }

@@ -84,15 +84,29 @@ impl Model {
 
     /// Loads a model onto `device`.
     pub fn load_on(path: &Path, device: &Device) -> Result<Self> {
-        let meta = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
-        if meta.is_dir() {
-            Self::load_safetensors(path, device)
-        } else {
-            Self::load_gguf(path, device)
-        }
+        Self::load_inner(path, device, None)
     }
 
-    fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+    /// Loads a model on the CPU whose SHA-256 the caller has already established (and
+    /// checked against a pin): the files are not hashed again.
+    pub fn load_identified(path: &Path, sha256: String) -> Result<Self> {
+        Self::load_inner(path, &Device::Cpu, Some(sha256))
+    }
+
+    fn load_inner(path: &Path, device: &Device, sha256: Option<String>) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
+        let mut model = if meta.is_dir() {
+            Self::load_safetensors(path, device, sha256.is_none())?
+        } else {
+            Self::load_gguf(path, device, sha256.is_none())?
+        };
+        if let Some(sha256) = sha256 {
+            model.info.sha256 = sha256;
+        }
+        Ok(model)
+    }
+
+    fn load_gguf(path: &Path, device: &Device, hash: bool) -> Result<Self> {
         let mut file = gguf::GgufFile::open(path, device)?;
         let config = file.config()?;
         let tokenizer = Tokenizer::from_gguf(&file.tokenizer_spec()?)?;
@@ -102,7 +116,11 @@ impl Model {
             name: file.display_name().unwrap_or_else(|| file_stem(path)),
             path: path.to_path_buf(),
             format: ModelFormat::Gguf,
-            sha256: sha256_files(&[path])?,
+            sha256: if hash {
+                sha256_files(&[path])?
+            } else {
+                String::new()
+            },
             parameters: parameter_count(&config),
             config: config.clone(),
             fim: fim.style(),
@@ -116,7 +134,7 @@ impl Model {
         })
     }
 
-    fn load_safetensors(dir: &Path, device: &Device) -> Result<Self> {
+    fn load_safetensors(dir: &Path, device: &Device, hash: bool) -> Result<Self> {
         let mut st = safetensors::SafetensorsModel::open(dir, device)?;
         let config = st.config()?;
         let tokenizer_path = dir.join("tokenizer.json");
@@ -130,7 +148,11 @@ impl Model {
             name: file_stem(dir),
             path: dir.to_path_buf(),
             format: ModelFormat::Safetensors,
-            sha256: sha256_files(&refs)?,
+            sha256: if hash {
+                sha256_files(&refs)?
+            } else {
+                String::new()
+            },
             parameters: parameter_count(&config),
             config: config.clone(),
             fim: fim.style(),

@@ -28,12 +28,31 @@ impl FileSource for NoFiles {
     }
 }
 
-/// Files of a working tree (verified against the diff before use).
-pub struct WorktreeFiles(pub std::path::PathBuf);
+/// Files of a working tree (verified against the diff before use). Only files that
+/// resolve, after symbolic links, inside the tree are read.
+pub struct WorktreeFiles {
+    root: std::path::PathBuf,
+}
+
+impl WorktreeFiles {
+    /// Reads files under `root` (a repository's working directory).
+    pub fn new(root: std::path::PathBuf) -> Self {
+        let root = root.canonicalize().unwrap_or(root);
+        Self { root }
+    }
+
+    /// `path` resolved inside the tree, or `None` when it is absolute, climbs out with
+    /// `..`, or is (or passes through) a symbolic link that points outside.
+    fn resolve(&self, path: &str) -> Option<std::path::PathBuf> {
+        super::diff::check_relative_path(path).ok()?;
+        let resolved = self.root.join(path).canonicalize().ok()?;
+        resolved.starts_with(&self.root).then_some(resolved)
+    }
+}
 
 impl FileSource for WorktreeFiles {
     fn new_text(&self, path: &str) -> Option<String> {
-        let p = self.0.join(path);
+        let p = self.resolve(path)?;
         let meta = std::fs::metadata(&p).ok()?;
         if !meta.is_file() || meta.len() > 4 << 20 {
             return None;
@@ -580,6 +599,23 @@ mod tests {
             _max_new_tokens: usize,
         ) -> Result<crate::review::model::Completion, crate::review::ReviewError> {
             Err(crate::review::ReviewError::Model("unused".into()))
+        }
+    }
+
+    #[test]
+    fn worktree_reads_stay_inside_the_tree_after_symlinks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("src")).expect("dirs");
+        std::fs::write(repo.join("src/a.py"), "x = 1\n").expect("write");
+        std::fs::write(dir.path().join("secret.py"), "KEY = 1\n").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("secret.py"), repo.join("link.py"))
+            .expect("link");
+        std::os::unix::fs::symlink(dir.path(), repo.join("up")).expect("link");
+        let files = WorktreeFiles::new(repo.clone());
+        assert_eq!(files.new_text("src/a.py").as_deref(), Some("x = 1\n"));
+        for escaping in ["link.py", "up/secret.py", "../secret.py", "/etc/passwd"] {
+            assert_eq!(files.new_text(escaping), None, "{escaping}");
         }
     }
 

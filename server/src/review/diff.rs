@@ -600,6 +600,11 @@ pub fn parse(text: &str) -> Result<Diff, ReviewError> {
     if let Some(b) = current.take() {
         files.push(b.finish());
     }
+    for file in &files {
+        for path in [&file.old_path, &file.new_path].into_iter().flatten() {
+            check_relative_path(path)?;
+        }
+    }
     if files.is_empty() {
         return Err(if text.trim().is_empty() {
             ReviewError::EmptyDiff
@@ -612,6 +617,31 @@ pub fn parse(text: &str) -> Result<Diff, ReviewError> {
         });
     }
     Ok(Diff { files })
+}
+
+/// Refuses a path that could name a file outside the repository under review: an
+/// absolute path (`/etc/passwd`, `C:\x`, `\\host\share`), a `..` component, or a NUL.
+/// A diff of a repository only ever names repository-relative paths.
+pub fn check_relative_path(path: &str) -> Result<(), ReviewError> {
+    let unsafe_path = |reason: &str| ReviewError::UnsafePath {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    };
+    if path.contains('\0') {
+        return Err(unsafe_path("it contains a NUL byte"));
+    }
+    let bytes = path.as_bytes();
+    let drive = bytes.len() >= 2
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[1] == b':'
+        && matches!(bytes.get(2), None | Some(b'/' | b'\\'));
+    if path.starts_with('/') || path.starts_with('\\') || drive {
+        return Err(unsafe_path("it is absolute"));
+    }
+    if path.split(['/', '\\']).any(|c| c == "..") {
+        return Err(unsafe_path("it leaves the repository (`..`)"));
+    }
+    Ok(())
 }
 
 /// Whether a plain diff's `---`/`+++` paths carry git's `a/` `b/` prefixes.
@@ -809,6 +839,35 @@ new file mode 100644
             "diff --git a/é b/é\n--- a/é\n+++ b/é\n@@ -1 +1 @@\n-\u{0}\n+\u{feff}\n",
         ] {
             let _ = parse(text);
+        }
+    }
+
+    #[test]
+    fn paths_outside_the_repository_are_refused_with_their_name() {
+        for path in [
+            "../b/x.py",
+            "../../../../etc/passwd",
+            "/etc/passwd",
+            "src/../../x.py",
+            "C:/Windows/win.ini",
+            "..\\evil.py",
+        ] {
+            let text = format!(
+                "diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -1 +1,2 @@\n x\n+y\n"
+            );
+            match parse(&text) {
+                Err(e @ ReviewError::UnsafePath { .. }) => {
+                    assert!(e.to_string().contains(path), "{e}")
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        // Names that merely contain dots stay valid.
+        for path in ["a..b/x.py", ".github/ci.yml", "dir/..hidden", "a:b.txt"] {
+            let text = format!(
+                "diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -1 +1,2 @@\n x\n+y\n"
+            );
+            assert!(parse(&text).is_ok(), "{path}");
         }
     }
 }

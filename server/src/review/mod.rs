@@ -235,6 +235,14 @@ pub enum ReviewError {
     /// Every file of the diff is binary.
     #[error("the diff changes only binary files ({0}); there is no text to review")]
     BinaryOnly(String),
+    /// A path of the diff is absolute or leaves the repository.
+    #[error("the diff names the path {path:?}, which is refused: {reason}")]
+    UnsafePath {
+        /// The path as the diff wrote it.
+        path: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The diff is larger than allowed.
     #[error("the diff has {size} bytes; the limit is {limit}")]
     TooLarge {

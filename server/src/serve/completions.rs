@@ -3,23 +3,24 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use engine::{CancelToken, GenerationRequest, SamplingParams};
 use indexer::RetrievalRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::AuditInfo;
 use super::error::{ApiError, parse_json};
 use super::generate;
 use super::openai;
 use super::postprocess::{self, Mode};
-use super::prompt::{self, Budgets, ContextSnippet};
+use super::prompt::{self, Budgets, BuiltPrompt, ContextSnippet};
 use super::state::{AppState, Caller};
+use super::{AuditInfo, AuditSlot};
 
 /// Tabby's `segments`.
 #[derive(Debug, Deserialize, Default)]
@@ -74,10 +75,12 @@ struct TabbyRequest {
 /// Dispatches on the body's shape.
 pub async fn completions(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
+    Extension(audit): Extension<AuditSlot>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = state.authenticate(&headers)?;
+    // The caller's slot comes first: a token with all its slots busy costs nothing more.
+    let permit = state.admit(&caller)?;
     let value: Value = parse_json(&body)?;
     let Some(obj) = value.as_object() else {
         return Err(ApiError::unprocessable(
@@ -88,9 +91,9 @@ pub async fn completions(
         let req: TabbyRequest = serde_json::from_value(value).map_err(|e| {
             ApiError::unprocessable(format!("invalid Tabby completion request: {e}"))
         })?;
-        tabby(state, caller, req).await
+        tabby(state, caller, permit, req).await
     } else if obj.contains_key("prompt") {
-        openai::legacy_completions(state, caller, value).await
+        openai::legacy_completions(state, permit, audit, value).await
     } else {
         Err(ApiError::unprocessable(
             "expected `segments` (Tabby's completion request) or `prompt` (OpenAI's completions request)",
@@ -115,6 +118,7 @@ fn language_of(req: &TabbyRequest) -> String {
 async fn tabby(
     state: Arc<AppState>,
     caller: Caller,
+    permit: OwnedSemaphorePermit,
     mut req: TabbyRequest,
 ) -> Result<Response, ApiError> {
     state.check_model(req.model.as_deref())?;
@@ -125,87 +129,42 @@ async fn tabby(
             "completion mode `{mode}` is not supported; use `standard`"
         )));
     }
-    let permit = state.admit(&caller)?;
+    let temperature = req.temperature.unwrap_or(0.0);
+    super::check_temperature(temperature)?;
     let cfg = &state.config.completion;
-    let model = state.engine.model().clone();
+    let debug = req.debug_options.take().unwrap_or_default();
+    // A file's text is cut to what a prompt can hold before anything tokenizes it: a
+    // completion never fails because of what the file contains.
+    let chars = state.config.limits.prompt_chars();
+    let seg = &mut req.segments;
+    seg.prefix = tail_chars(&seg.prefix, chars).to_string();
+    if let Some(s) = seg.suffix.as_mut() {
+        *s = head_chars(s, chars).to_string();
+    }
     let language = language_of(&req);
+    let filepath = req.segments.filepath.clone().unwrap_or_default();
+    let text_bytes =
+        req.segments.prefix.len() + req.segments.suffix.as_ref().map_or(0, String::len);
+    let tokenizing = state.tokenizing_slot(text_bytes).await?;
+    let (built, req) = {
+        let state = state.clone();
+        let caller = caller.clone();
+        let language = language.clone();
+        let disable_retrieval = debug.disable_retrieval_augmented_code_completion;
+        tokio::task::spawn_blocking(move || {
+            build_prompt(&state, &caller, &req, &language, disable_retrieval).map(|b| (b, req))
+        })
+        .await
+        .map_err(|_| ApiError::internal("the prompt task failed"))??
+    };
+    drop(tokenizing);
     let seg = &req.segments;
     let suffix = seg.suffix.clone().unwrap_or_default();
-    let filepath = seg.filepath.clone().unwrap_or_default();
-    let debug = req.debug_options.take().unwrap_or_default();
-
-    let mut snippets: Vec<ContextSnippet> = Vec::new();
-    for d in seg.declarations.iter().flatten() {
-        snippets.push(ContextSnippet {
-            path: d.filepath.clone(),
-            text: d.body.clone(),
-            source: "declaration",
-            repo: None,
-        });
-    }
-    if !debug.disable_retrieval_augmented_code_completion {
-        snippets.extend(retrieve(
-            &state,
-            &caller,
-            &req,
-            &language,
-            cfg.snippet_tokens,
-        )?);
-    }
-    for s in seg
-        .relevant_snippets_from_changed_files
-        .iter()
-        .flatten()
-        .chain(
-            seg.relevant_snippets_from_recently_opened_files
-                .iter()
-                .flatten(),
-        )
-    {
-        if !snippets.iter().any(|k| k.text.trim() == s.body.trim()) {
-            snippets.push(ContextSnippet {
-                path: s.filepath.clone(),
-                text: s.body.clone(),
-                source: "changed_file",
-                repo: None,
-            });
-        }
-    }
-    if let Some(clip) = seg.clipboard.as_deref()
-        && !clip.trim().is_empty()
-        && clip.lines().count() <= 20
-    {
-        snippets.push(ContextSnippet {
-            path: "clipboard".into(),
-            text: clip.to_string(),
-            source: "clipboard",
-            repo: None,
-        });
-    }
-
-    let built = prompt::build(
-        &model,
-        &language,
-        &seg.prefix,
-        &suffix,
-        &snippets,
-        Budgets {
-            prefix: cfg.prefix_tokens,
-            suffix: cfg.suffix_tokens,
-            snippets: cfg.snippet_tokens,
-        },
-    )?;
     let mode = postprocess::mode(&seg.prefix, &suffix);
     let (max_new_tokens, stop) = match mode {
         Mode::SingleLine => (cfg.single_line_tokens, vec!["\n".to_string()]),
         Mode::MultiLine => (cfg.multi_line_tokens, vec!["\n\n\n".to_string()]),
     };
-    let temperature = req.temperature.unwrap_or(0.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::unprocessable(
-            "`temperature` must be between 0 and 2",
-        ));
-    }
     let cancel = CancelToken::new();
     let request = GenerationRequest {
         prompt: built.tokens.clone(),
@@ -273,6 +232,95 @@ async fn tabby(
         completion: text,
     });
     Ok(response)
+}
+
+/// Snippets (client-sent, retrieved, clipboard) and the FIM prompt of a Tabby request;
+/// tokenizes, so it runs on a blocking thread.
+fn build_prompt(
+    state: &AppState,
+    caller: &Caller,
+    req: &TabbyRequest,
+    language: &str,
+    disable_retrieval: bool,
+) -> Result<BuiltPrompt, ApiError> {
+    let cfg = &state.config.completion;
+    let model = state.engine.model().clone();
+    let seg = &req.segments;
+    let suffix = seg.suffix.clone().unwrap_or_default();
+
+    let mut snippets: Vec<ContextSnippet> = Vec::new();
+    for d in seg.declarations.iter().flatten() {
+        snippets.push(ContextSnippet {
+            path: d.filepath.clone(),
+            text: d.body.clone(),
+            source: "declaration",
+            repo: None,
+        });
+    }
+    if !disable_retrieval {
+        snippets.extend(retrieve(state, caller, req, language, cfg.snippet_tokens)?);
+    }
+    for s in seg
+        .relevant_snippets_from_changed_files
+        .iter()
+        .flatten()
+        .chain(
+            seg.relevant_snippets_from_recently_opened_files
+                .iter()
+                .flatten(),
+        )
+    {
+        if !snippets.iter().any(|k| k.text.trim() == s.body.trim()) {
+            snippets.push(ContextSnippet {
+                path: s.filepath.clone(),
+                text: s.body.clone(),
+                source: "changed_file",
+                repo: None,
+            });
+        }
+    }
+    if let Some(clip) = seg.clipboard.as_deref()
+        && !clip.trim().is_empty()
+        && clip.lines().count() <= 20
+    {
+        snippets.push(ContextSnippet {
+            path: "clipboard".into(),
+            text: clip.to_string(),
+            source: "clipboard",
+            repo: None,
+        });
+    }
+
+    Ok(prompt::build(
+        &model,
+        language,
+        &seg.prefix,
+        &suffix,
+        &snippets,
+        Budgets {
+            prefix: cfg.prefix_tokens,
+            suffix: cfg.suffix_tokens,
+            snippets: cfg.snippet_tokens,
+        },
+        state.config.limits.max_prompt_tokens,
+    )?)
+}
+
+/// The last `n` characters of `text`.
+fn tail_chars(text: &str, n: usize) -> &str {
+    match text.char_indices().rev().nth(n.saturating_sub(1)) {
+        Some((i, _)) if n > 0 => &text[i..],
+        _ if n == 0 => "",
+        _ => text,
+    }
+}
+
+/// The first `n` characters of `text`.
+fn head_chars(text: &str, n: usize) -> &str {
+    match text.char_indices().nth(n) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
 }
 
 /// Snippets from the code index for the cursor, limited to the caller's repositories.

@@ -75,6 +75,22 @@ pub struct LimitsSection {
     pub max_tokens: usize,
     /// Requests one token may have in flight at once (429 above).
     pub max_concurrent_per_token: usize,
+    /// Longest prompt text in characters, refused (413) before it is tokenized
+    /// (default: 16 × `max_prompt_tokens`).
+    pub max_prompt_chars: Option<usize>,
+    /// Bytes of prompt text being tokenized at once, over all requests; more waits.
+    pub max_tokenizing_bytes: usize,
+    /// Seconds a client has to send a request's headers; also how long an idle
+    /// keep-alive connection is kept open.
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body (408 after).
+    pub body_timeout_secs: u64,
+    /// Largest size of a request's headers in bytes (431 above).
+    pub max_header_bytes: usize,
+    /// Open connections one client address may hold; more are closed at once.
+    pub max_connections_per_address: usize,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM before they are cut.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -84,7 +100,22 @@ impl Default for LimitsSection {
             max_prompt_tokens: 4096,
             max_tokens: 512,
             max_concurrent_per_token: 8,
+            max_prompt_chars: None,
+            max_tokenizing_bytes: 4 << 20,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_header_bytes: 32 << 10,
+            max_connections_per_address: 64,
+            shutdown_grace_secs: 10,
         }
+    }
+}
+
+impl LimitsSection {
+    /// Longest prompt text in characters.
+    pub fn prompt_chars(&self) -> usize {
+        self.max_prompt_chars
+            .unwrap_or(self.max_prompt_tokens.saturating_mul(16))
     }
 }
 
@@ -196,6 +227,24 @@ impl Config {
             (
                 "limits.max_concurrent_per_token",
                 self.limits.max_concurrent_per_token,
+            ),
+            ("limits.prompt_chars", self.limits.prompt_chars()),
+            (
+                "limits.max_tokenizing_bytes",
+                self.limits.max_tokenizing_bytes,
+            ),
+            (
+                "limits.header_timeout_secs",
+                self.limits.header_timeout_secs as usize,
+            ),
+            (
+                "limits.body_timeout_secs",
+                self.limits.body_timeout_secs as usize,
+            ),
+            ("limits.max_header_bytes", self.limits.max_header_bytes),
+            (
+                "limits.max_connections_per_address",
+                self.limits.max_connections_per_address,
             ),
             ("completion.prefix_tokens", self.completion.prefix_tokens),
             (

@@ -87,10 +87,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             "request body is empty; expected JSON",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::unprocessable(format!("invalid request: {e}"))
-        }
-        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
-    })
+    // Syntax first (truncated text, trailing garbage: 400), then the shape (422): one
+    // typed pass would report some syntax errors as data errors.
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::unprocessable(format!("invalid request: {e}")))
 }

@@ -3,8 +3,11 @@
 mod completions;
 pub mod config;
 mod error;
+mod gate;
 mod generate;
+mod listen;
 mod metrics;
+mod observe;
 mod openai;
 pub mod postprocess;
 pub mod prompt;
@@ -18,25 +21,25 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
-use engine::{Engine, Model, SchedulerConfig};
+use engine::{Engine, SchedulerConfig};
 use indexer::CodeIndex;
 use serde_json::{Value, json};
 
-use crate::audit::{AuditLog, AuditRecord};
+use crate::audit::AuditLog;
 use crate::home::Home;
 use crate::tokens::TokenStore;
 use config::Config;
 use error::ApiError;
-use state::{AppState, KnownRepo, ServedModel};
+use state::{AppState, Caller, KnownRepo, ServedModel};
 
 /// Options of `souffleur serve` (they override the config file).
 #[derive(Debug, Args)]
@@ -61,22 +64,9 @@ pub struct ServeArgs {
     exit_on_stdin_close: bool,
 }
 
-/// What a handler tells the audit middleware about a model call.
-#[derive(Debug, Clone, Default)]
-pub struct AuditInfo {
-    /// Token name.
-    pub caller: Option<String>,
-    /// Prompt tokens.
-    pub prompt_tokens: Option<i64>,
-    /// Generated tokens.
-    pub completion_tokens: Option<i64>,
-    /// The prompt (kept only with `audit.store_code`).
-    pub prompt: Option<String>,
-    /// The completion (kept only with `audit.store_code`).
-    pub completion: Option<String>,
-}
+pub use observe::{AuditInfo, AuditSlot};
 
-/// Runs the server until Ctrl-C.
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.
 pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
     let config_path = args
         .config
@@ -108,7 +98,12 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
         });
     }
     let model_path = crate::model_store::resolve(home, config.model.path.as_deref())?;
-    let (model, sha256) = load_pinned(&model_path, config.model.sha256.as_deref(), "model.sha256")?;
+    let (model, sha256) = crate::model_store::load_verified(
+        home,
+        &model_path,
+        config.model.sha256.as_deref(),
+        "model.sha256",
+    )?;
     let model = Arc::new(model);
     let scheduler = SchedulerConfig {
         max_batch_tokens: config.scheduler.max_batch_tokens,
@@ -119,7 +114,8 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
     let engine = match &config.model.draft {
         Some(draft) => {
             let path = crate::model_store::resolve(home, Some(draft))?;
-            let (draft, _) = load_pinned(
+            let (draft, _) = crate::model_store::load_verified(
+                home,
                 &path,
                 config.model.draft_sha256.as_deref(),
                 "model.draft_sha256",
@@ -146,6 +142,7 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
     };
     let db = home.root().join("souffleur.db");
     let token_store = TokenStore::open(&db)?;
+    let token_db = TokenStore::open(&db)?;
     let audit = AuditLog::start(&db, config.audit.store_code)?;
     let loaded_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -171,6 +168,11 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
         next_id: AtomicU64::new(1),
         started: Instant::now(),
         speculation: config.scheduler.speculation()?,
+        tokenizing: Arc::new(tokio::sync::Semaphore::new(
+            (config.limits.max_tokenizing_bytes / 1024).max(1),
+        )),
+        token_db: Mutex::new(token_db),
+        token_misses: Mutex::new(state::MissBudget::default()),
     });
     refresh(&state, &token_store);
 
@@ -178,19 +180,31 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let audit = state.audit.clone();
+    let limits = &config.limits;
+    let listen_limits = listen::ListenLimits {
+        header_timeout: Duration::from_secs(limits.header_timeout_secs),
+        per_address: limits.max_connections_per_address,
+        grace: Duration::from_secs(limits.shutdown_grace_secs),
+    };
+    let finished = runtime.block_on(async move {
         let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind {addr}"))?;
         let bound = listener.local_addr()?;
+        let shutdown = shutdown_signal()?;
+        // A plain thread: it must not keep the runtime from shutting down.
         let background = state.clone();
-        tokio::task::spawn_blocking(move || {
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-                refresh(&background, &token_store);
-            }
-        });
+        std::thread::Builder::new()
+            .name("souffleur-refresh".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    refresh(&background, &token_store);
+                }
+            })
+            .context("cannot start the refresh thread")?;
         println!(
             "souffleur: serving {} on http://{bound}{}",
             state.model.id,
@@ -202,12 +216,42 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
         );
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("server error")
+        anyhow::Ok(listen::serve(listener, router(state), listen_limits, shutdown).await)
+    })?;
+    if !finished {
+        eprintln!(
+            "souffleur: requests still running after {} s were cut",
+            listen_limits.grace.as_secs()
+        );
+    }
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if !audit.flush(Duration::from_secs(5)) {
+        eprintln!("souffleur: the audit log could not be flushed in time");
+    }
+    eprintln!("souffleur: stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM (and says so).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        eprintln!("souffleur: {name}: no new connections; finishing requests in flight");
+        // A second signal does not wait for the grace time.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+            eprintln!("souffleur: second signal: exiting now");
+            std::process::exit(130);
+        });
     })
 }
 
@@ -257,25 +301,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), gate::gate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
-}
-
-/// Loads a model after checking its SHA-256 against `pin` (the config key `key`);
-/// returns it with its SHA-256.
-fn load_pinned(path: &std::path::Path, pin: Option<&str>, key: &str) -> Result<(Model, String)> {
-    let sha256 = crate::model_store::checksum(path)?;
-    if let Some(pin) = pin
-        && !pin.eq_ignore_ascii_case(&sha256)
-    {
-        bail!(
-            "model {} has SHA-256 {sha256}, but `{key}` pins {pin}; refusing to serve it",
-            path.display()
-        );
-    }
-    let model = Model::load(path).with_context(|| format!("cannot load {}", path.display()))?;
-    Ok((model, sha256))
 }
 
 /// The speculation a request asks for, or the server's default.
@@ -299,79 +331,31 @@ fn request_speculation(
     }
 }
 
+/// Refuses a temperature outside OpenAI's range, the same way on every route.
+fn check_temperature(temperature: f32) -> Result<(), ApiError> {
+    if (0.0..=2.0).contains(&temperature) {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(format!(
+            "`temperature` must be between 0 and 2, not {temperature}"
+        )))
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-/// Records metrics and an audit row for every request, and turns axum's own
-/// plain-text rejections (body too large, wrong method) into JSON errors.
-async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().to_string();
-    let path = request.uri().path().to_string();
-    let mut response = next.run(request).await;
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.starts_with("application/json")
-                || v.starts_with("text/event-stream")
-                || v.starts_with("text/plain; version")
-        });
-    if !status.is_success() && !is_json {
-        let message = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => format!(
-                "request body exceeds the limit of {} bytes",
-                state.config.limits.max_body_bytes
-            ),
-            StatusCode::METHOD_NOT_ALLOWED => format!("{method} is not allowed on {path}"),
-            other => other
-                .canonical_reason()
-                .unwrap_or("request failed")
-                .to_string(),
-        };
-        response = ApiError::new(status, message).into_response();
+/// `GET /v1/health`: without a valid token only the status and version (what
+/// Tabby's agents check); with one, the model, the index and the server's settings.
+async fn health(
+    State(state): State<Arc<AppState>>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Json<Value> {
+    let version = json!({"souffleur": env!("CARGO_PKG_VERSION")});
+    if caller.is_none() {
+        return Json(json!({"status": "ok", "version": version}));
     }
-    let elapsed = started.elapsed();
-    let route = match path.as_str() {
-        "/v1/completions"
-        | "/v1/chat/completions"
-        | "/v1/models"
-        | "/v1/events"
-        | "/v1/health"
-        | "/v1/review"
-        | "/metrics" => path.clone(),
-        _ => "other".into(),
-    };
-    state.metrics.observe(&route, status.as_u16(), elapsed);
-    let info = response
-        .extensions()
-        .get::<AuditInfo>()
-        .cloned()
-        .unwrap_or_default();
-    state.audit.record(AuditRecord {
-        at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-        token: info.caller,
-        method,
-        path,
-        status: status.as_u16(),
-        latency_ms: elapsed.as_millis() as i64,
-        prompt_tokens: info.prompt_tokens,
-        completion_tokens: info.completion_tokens,
-        model: info.prompt_tokens.map(|_| state.model.id.clone()),
-        prompt: info.prompt,
-        completion: info.completion,
-    });
-    response
-}
-
-/// `GET /v1/health`: no token needed; nothing secret in it.
-async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let info = state.engine.model().info();
     let repos: Vec<Value> = state
         .repos
@@ -391,7 +375,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "device": "cpu",
         "arch": std::env::consts::ARCH,
         "cpu_count": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "version": {"souffleur": env!("CARGO_PKG_VERSION")},
+        "version": version,
         "uptime_seconds": state.started.elapsed().as_secs(),
         "index": index,
         "auth": if state.local { "local" } else { "token" },
@@ -403,10 +387,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
 /// Only the event type is counted; code in the event is never stored.
 async fn events(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _caller: Caller,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    state.authenticate(&headers)?;
     let value: Value = error::parse_json(&body)?;
     let kind = value
         .get("type")
@@ -423,9 +406,9 @@ async fn events(
 /// `GET /metrics` in Prometheus text format (admin tokens only).
 async fn metrics_text(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    state.authenticate_admin(&headers)?;
+    state.require_admin(&caller)?;
     let docs = state
         .index
         .as_ref()

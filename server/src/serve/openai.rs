@@ -5,21 +5,22 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use engine::{CancelToken, GenerationEvent, GenerationRequest, Model, SamplingParams};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::AuditInfo;
 use super::error::{ApiError, parse_json};
 use super::generate::{self, Running};
 use super::state::{AppState, Caller};
+use super::{AuditInfo, AuditSlot};
 
 /// `stop`: one string or several.
 #[derive(Debug, Deserialize)]
@@ -149,11 +150,7 @@ fn generation(
         )));
     }
     let temperature = common.temperature.unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::unprocessable(
-            "`temperature` must be between 0 and 2",
-        ));
-    }
+    super::check_temperature(temperature)?;
     let top_p = common.top_p.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(ApiError::unprocessable("`top_p` must be in (0, 1]"));
@@ -184,7 +181,8 @@ fn generation(
 /// OpenAI's legacy `POST /v1/completions` (called by the shared handler).
 pub async fn legacy_completions(
     state: Arc<AppState>,
-    caller: Caller,
+    permit: OwnedSemaphorePermit,
+    audit: AuditSlot,
     value: Value,
 ) -> Result<Response, ApiError> {
     let req: LegacyRequest = serde_json::from_value(value)
@@ -192,7 +190,7 @@ pub async fn legacy_completions(
     if req.echo {
         return Err(ApiError::unprocessable("`echo` is not supported"));
     }
-    let model = state.engine.model().clone();
+    check_common(&state, &req.common)?;
     let (text, prompt) = match req.prompt {
         Prompt::Text(t) => (t.clone(), None),
         Prompt::Texts(v) if v.len() == 1 => (v[0].clone(), None),
@@ -203,12 +201,20 @@ pub async fn legacy_completions(
         }
         Prompt::Tokens(ids) => (String::new(), Some(ids)),
     };
+    let suffix = req.suffix.unwrap_or_default();
     let prompt = match prompt {
         Some(ids) => ids,
-        None => model.completion_prompt(&text, req.suffix.as_deref().unwrap_or(""))?,
+        None => {
+            let texts = [text.as_str(), suffix.as_str()];
+            let (text, suffix) = (text.clone(), suffix.clone());
+            tokenize(&state, &texts, move |model| {
+                model.completion_prompt(&text, &suffix)
+            })
+            .await?
+        }
     };
     let (request, stream, include_usage) = generation(&state, prompt, req.common, 16)?;
-    let permit = state.admit(&caller)?;
+    let prompt_len = request.prompt.len() as i64;
     let running = generate::start(&state.engine, request)?;
     let id = state.new_id("cmpl");
     let model_id = state.model.id.clone();
@@ -218,7 +224,11 @@ pub async fn legacy_completions(
             json!({"id": id, "object": "text_completion", "created": created, "model": model_id,
                    "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]})
         };
-        return Ok(sse(running, permit, include_usage, chunk, None));
+        audit.update(|a| {
+            a.prompt = Some(text);
+            a.prompt_tokens = Some(prompt_len);
+        });
+        return Ok(sse(running, permit, include_usage, chunk, None, audit));
     }
     let out = running.collect().await?;
     drop(permit);
@@ -233,13 +243,48 @@ pub async fn legacy_completions(
     }))
     .into_response();
     response.extensions_mut().insert(AuditInfo {
-        caller: Some(caller.name),
+        caller: None,
         prompt_tokens: Some(out.stats.prompt_tokens as i64),
         completion_tokens: Some(out.stats.generated_tokens as i64),
         prompt: Some(text),
         completion: Some(out.text),
     });
     Ok(response)
+}
+
+/// Checks what can be checked before any tokenizing: the model and the sampling values.
+fn check_common(state: &AppState, common: &Common) -> Result<(), ApiError> {
+    state.check_model(common.model.as_deref())?;
+    if let Some(t) = common.temperature {
+        super::check_temperature(t)?;
+    }
+    Ok(())
+}
+
+/// Runs `f` (which tokenizes `texts`) on a blocking thread, after refusing text over
+/// the character limit and taking a share of the server's tokenizing budget.
+async fn tokenize<F>(state: &Arc<AppState>, texts: &[&str], f: F) -> Result<Vec<u32>, ApiError>
+where
+    F: FnOnce(&Model) -> engine::Result<Vec<u32>> + Send + 'static,
+{
+    let limit = state.config.limits.prompt_chars();
+    let chars: usize = texts.iter().map(|t| t.chars().count()).sum();
+    if chars > limit {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the prompt has {chars} characters; this server accepts at most {limit} (`limits.max_prompt_chars`)"
+            ),
+        ));
+    }
+    let bytes = texts.iter().map(|t| t.len()).sum();
+    let slot = state.tokenizing_slot(bytes).await?;
+    let model = state.engine.model().clone();
+    let ids = tokio::task::spawn_blocking(move || f(&model))
+        .await
+        .map_err(|_| ApiError::internal("the tokenizer task failed"))??;
+    drop(slot);
+    Ok(ids)
 }
 
 fn usage(prompt: usize, completion: usize) -> Value {
@@ -275,11 +320,13 @@ pub fn chat_prompt(model: &Model, messages: &[(String, String)]) -> engine::Resu
 /// `POST /v1/chat/completions`
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
+    Extension(audit): Extension<AuditSlot>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = state.authenticate(&headers)?;
+    let permit = state.admit(&caller)?;
     let req: ChatRequest = parse_json(&body)?;
+    check_common(&state, &req.common)?;
     if req.messages.is_empty() {
         return Err(ApiError::unprocessable("`messages` must not be empty"));
     }
@@ -319,12 +366,14 @@ pub async fn chat_completions(
         messages.push((role.to_string(), content));
     }
     let model = state.engine.model().clone();
-    let prompt = chat_prompt(&model, &messages)?;
+    let texts: Vec<&str> = messages.iter().map(|(_, c)| c.as_str()).collect();
+    let rendered = messages.clone();
+    let prompt = tokenize(&state, &texts, move |model| chat_prompt(model, &rendered)).await?;
     let (mut request, stream, include_usage) = generation(&state, prompt, req.common, 256)?;
     if model.tokenizer().token_id("<|im_end|>").is_none() {
         request.stop.push("\nuser:".into());
     }
-    let permit = state.admit(&caller)?;
+    let prompt_len = request.prompt.len() as i64;
     let running = generate::start(&state.engine, request)?;
     let id = state.new_id("chatcmpl");
     let model_id = state.model.id.clone();
@@ -342,7 +391,18 @@ pub async fn chat_completions(
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_id,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         };
-        return Ok(sse(running, permit, include_usage, chunk, Some(first)));
+        audit.update(|a| {
+            a.prompt = Some(transcript(&messages));
+            a.prompt_tokens = Some(prompt_len);
+        });
+        return Ok(sse(
+            running,
+            permit,
+            include_usage,
+            chunk,
+            Some(first),
+            audit,
+        ));
     }
     let out = running.collect().await?;
     drop(permit);
@@ -357,19 +417,22 @@ pub async fn chat_completions(
     }))
     .into_response();
     response.extensions_mut().insert(AuditInfo {
-        caller: Some(caller.name),
+        caller: None,
         prompt_tokens: Some(out.stats.prompt_tokens as i64),
         completion_tokens: Some(out.stats.generated_tokens as i64),
-        prompt: Some(
-            messages
-                .iter()
-                .map(|(r, c)| format!("{r}: {c}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
+        prompt: Some(transcript(&messages)),
         completion: Some(out.text),
     });
     Ok(response)
+}
+
+/// A chat as one text, for the audit log.
+fn transcript(messages: &[(String, String)]) -> String {
+    messages
+        .iter()
+        .map(|(r, c)| format!("{r}: {c}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Streams a generation as server-sent events ending with `data: [DONE]`; dropping
@@ -380,6 +443,7 @@ fn sse<F>(
     include_usage: bool,
     chunk: F,
     first: Option<Value>,
+    audit: AuditSlot,
 ) -> Response
 where
     F: Fn(&str, Option<&str>) -> Value + Send + Sync + 'static,
@@ -388,8 +452,8 @@ where
         stream::iter(first.map(|v| Ok::<_, Infallible>(Event::default().data(v.to_string()))));
     let chunk = Arc::new(chunk);
     let body = stream::unfold(
-        (running, Some(permit), false),
-        move |(mut running, permit, done)| {
+        (running, Some(permit), false, StreamTally::new(audit)),
+        move |(mut running, permit, done, mut tally)| {
             let chunk = chunk.clone();
             async move {
                 if done {
@@ -397,8 +461,13 @@ where
                 }
                 let event = running.events.recv().await;
                 let (data, finished) = match event {
-                    Some(GenerationEvent::Text { text, .. }) => (vec![chunk(&text, None)], false),
+                    Some(GenerationEvent::Text { text, tokens }) => {
+                        tally.text.push_str(&text);
+                        tally.generated += tokens.len();
+                        (vec![chunk(&text, None)], false)
+                    }
                     Some(GenerationEvent::Finished(stats)) => {
+                        tally.finished(&stats);
                         let mut last = chunk("", Some(stats.finish_reason.as_str()));
                         let mut v = Vec::new();
                         if include_usage {
@@ -426,7 +495,7 @@ where
                 } else {
                     permit
                 };
-                Some((stream::iter(events), (running, permit, finished)))
+                Some((stream::iter(events), (running, permit, finished, tally)))
             }
         },
     )
@@ -438,12 +507,48 @@ where
         .into_response()
 }
 
+/// What a stream has sent so far; written to the request's audit slot when the stream
+/// ends or is dropped (a client that leaves mid-stream still gets its counts logged).
+struct StreamTally {
+    audit: AuditSlot,
+    prompt_tokens: Option<usize>,
+    generated: usize,
+    text: String,
+}
+
+impl StreamTally {
+    fn new(audit: AuditSlot) -> Self {
+        Self {
+            audit,
+            prompt_tokens: None,
+            generated: 0,
+            text: String::new(),
+        }
+    }
+
+    fn finished(&mut self, stats: &engine::GenerationStats) {
+        self.prompt_tokens = Some(stats.prompt_tokens);
+        self.generated = stats.generated_tokens;
+    }
+}
+
+impl Drop for StreamTally {
+    fn drop(&mut self) {
+        let (prompt, generated) = (self.prompt_tokens, self.generated);
+        let text = std::mem::take(&mut self.text);
+        self.audit.update(|a| {
+            a.prompt_tokens = prompt.map(|n| n as i64).or(a.prompt_tokens);
+            a.completion_tokens = Some(generated as i64);
+            a.completion = Some(text);
+        });
+    }
+}
+
 /// `GET /v1/models`
 pub async fn models(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    state.authenticate(&headers)?;
     let info = state.engine.model().info();
     Ok(Json(json!({
         "object": "list",

@@ -42,9 +42,6 @@ pub struct BuiltPrompt {
     pub snippets: Vec<ContextSnippet>,
 }
 
-/// Longest part of the cursor line kept before the cursor.
-const MAX_CURSOR_LINE_CHARS: usize = 1000;
-
 /// The line-comment marker of a language (editor or index language ids).
 pub fn comment_marker(language: &str) -> &'static str {
     match language.to_ascii_lowercase().as_str() {
@@ -66,39 +63,95 @@ fn count(model: &Model, text: &str) -> usize {
         .unwrap_or(text.len())
 }
 
-/// The last lines of `text` that fit in `budget` tokens (a cut first line is dropped).
+/// Characters a token covers at most, as far as cutting is concerned: a text is first
+/// cut to `budget × CHARS_PER_TOKEN` characters so that nothing long is tokenized whole.
+const CHARS_PER_TOKEN: usize = 16;
+
+/// The longest end of `text` that fits in `budget` tokens.
+pub fn tail_fit<'a>(model: &Model, text: &'a str, budget: usize) -> &'a str {
+    let starts: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .rev()
+        .take(budget.saturating_mul(CHARS_PER_TOKEN))
+        .collect();
+    // starts[k - 1] is where the last k characters begin; find the largest k that fits.
+    let (mut lo, mut hi) = (0usize, starts.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if count(model, &text[starts[mid - 1]..]) <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    if lo == 0 { "" } else { &text[starts[lo - 1]..] }
+}
+
+/// The longest start of `text` that fits in `budget` tokens.
+pub fn head_fit<'a>(model: &Model, text: &'a str, budget: usize) -> &'a str {
+    let ends: Vec<usize> = text
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take(budget.saturating_mul(CHARS_PER_TOKEN))
+        .collect();
+    let (mut lo, mut hi) = (0usize, ends.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if count(model, &text[..ends[mid - 1]]) <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    if lo == 0 { "" } else { &text[..ends[lo - 1]] }
+}
+
+/// The last lines of `text` that fit in `budget` tokens; the line that does not fit
+/// is cut, keeping its end (nearest the cursor).
 pub fn tail_lines(model: &Model, text: &str, budget: usize) -> String {
     let mut used = 0;
     let mut start = text.len();
-    let mut lines = text.split_inclusive('\n').rev().peekable();
-    // The cursor line is always kept, even alone over budget.
-    while let Some(line) = lines.next() {
-        let n = count(model, line);
-        if used + n > budget && start != text.len() {
+    for line in text.split_inclusive('\n').rev() {
+        let n = count_capped(model, line, budget - used);
+        if used + n > budget {
+            let part = tail_fit(model, line, budget - used);
+            start -= part.len();
             break;
         }
         used += n;
         start -= line.len();
-        if used >= budget && lines.peek().is_some() {
+        if used >= budget {
             break;
         }
     }
     text[start..].to_string()
 }
 
-/// The first lines of `text` that fit in `budget` tokens.
+/// The first lines of `text` that fit in `budget` tokens; the line that does not fit
+/// is cut, keeping its start.
 pub fn head_lines(model: &Model, text: &str, budget: usize) -> String {
     let mut used = 0;
     let mut end = 0;
     for line in text.split_inclusive('\n') {
-        let n = count(model, line);
+        let n = count_capped(model, line, budget - used);
         if used + n > budget {
+            end += head_fit(model, line, budget - used).len();
             break;
         }
         used += n;
         end += line.len();
     }
     text[..end].to_string()
+}
+
+/// Tokens of `line`, or more than `budget` without tokenizing all of a very long line.
+fn count_capped(model: &Model, line: &str, budget: usize) -> usize {
+    let cap = budget.saturating_mul(CHARS_PER_TOKEN).max(1);
+    match line.char_indices().nth(cap) {
+        Some(_) => budget + 1,
+        None => count(model, line),
+    }
 }
 
 /// Renders a snippet as a comment block naming its path.
@@ -115,7 +168,8 @@ pub fn render_snippet(marker: &str, snippet: &ContextSnippet) -> String {
     out
 }
 
-/// Builds the prompt for a completion at the cursor.
+/// Builds the prompt for a completion at the cursor, at most `max_tokens` long (and
+/// never longer than the model's context allows).
 pub fn build(
     model: &Model,
     language: &str,
@@ -123,7 +177,10 @@ pub fn build(
     suffix: &str,
     snippets: &[ContextSnippet],
     budgets: Budgets,
+    max_tokens: usize,
 ) -> engine::Result<BuiltPrompt> {
+    // Never more than the model's context leaves room for.
+    let max_tokens = max_tokens.min(model.info().config.context_length.saturating_sub(1));
     let marker = comment_marker(language);
     let mut used = 0;
     let mut header = String::new();
@@ -142,27 +199,38 @@ pub fn build(
         kept.push(s.clone());
     }
     // The window is anchored on the lines before the cursor line, so typing on a line
-    // keeps the prompt's start (and with it the prefix cache) unchanged.
+    // keeps the prompt's start (and with it the prefix cache) unchanged. The cursor
+    // line comes out of the same budget: a long one is cut, keeping its end.
     let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
     let (head, cursor_line) = prefix.split_at(line_start);
-    let cursor_line = match cursor_line.char_indices().rev().nth(MAX_CURSOR_LINE_CHARS) {
-        Some((cut, _)) => &cursor_line[cut..],
-        None => cursor_line,
-    };
-    let prefix = format!("{}{cursor_line}", tail_lines(model, head, budgets.prefix));
-    let suffix = if model.fim().uses_suffix() {
-        head_lines(model, suffix, budgets.suffix)
-    } else {
-        String::new()
-    };
-    let prefix_text = format!("{header}{prefix}");
-    let tokens = model.completion_prompt(&prefix_text, &suffix)?;
-    Ok(BuiltPrompt {
-        tokens,
-        prefix_text,
-        suffix_text: suffix,
-        snippets: kept,
-    })
+    let mut prefix_budget = budgets.prefix;
+    let mut suffix_budget = budgets.suffix;
+    loop {
+        let cursor_part = tail_fit(model, cursor_line, prefix_budget);
+        let rest = prefix_budget.saturating_sub(count(model, cursor_part));
+        let prefix = format!("{}{cursor_part}", tail_lines(model, head, rest));
+        let suffix = if model.fim().uses_suffix() {
+            head_lines(model, suffix, suffix_budget)
+        } else {
+            String::new()
+        };
+        let prefix_text = format!("{header}{prefix}");
+        let tokens = model.completion_prompt(&prefix_text, &suffix)?;
+        // Pieces counted apart can tokenize longer together: shrink until it fits.
+        let over = tokens.len().saturating_sub(max_tokens);
+        if over == 0 || (prefix_budget == 0 && suffix_budget == 0) {
+            return Ok(BuiltPrompt {
+                tokens,
+                prefix_text,
+                suffix_text: suffix,
+                snippets: kept,
+            });
+        }
+        let cut = over + 8;
+        let from_suffix = cut.min(suffix_budget);
+        suffix_budget -= from_suffix;
+        prefix_budget = prefix_budget.saturating_sub(cut - from_suffix);
+    }
 }
 
 #[cfg(test)]

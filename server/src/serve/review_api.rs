@@ -11,9 +11,10 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use engine::CancelToken;
@@ -22,10 +23,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc::unbounded_channel;
 
-use super::AuditInfo;
 use super::error::{ApiError, parse_json};
 use super::generate::CancelOnDrop;
 use super::state::{AppState, Caller};
+use super::{AuditInfo, AuditSlot};
 use crate::review::context::{IndexDefinitions, WorktreeFiles};
 use crate::review::format::{self, Format};
 use crate::review::model::EngineModel;
@@ -70,6 +71,7 @@ fn api_error(e: ReviewError) -> ApiError {
         ReviewError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         ReviewError::EmptyDiff
         | ReviewError::MalformedDiff { .. }
+        | ReviewError::UnsafePath { .. }
         | ReviewError::BinaryOnly(_)
         | ReviewError::UnknownRef(_)
         | ReviewError::Rules(_) => ApiError::unprocessable(e.to_string()),
@@ -88,10 +90,11 @@ struct Prepared {
 /// `POST /v1/review`
 pub async fn review(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
+    Extension(audit): Extension<AuditSlot>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = state.authenticate(&headers)?;
+    let permit = state.admit(&caller)?;
     let req: ReviewRequest = parse_json(&body)?;
     state.check_model(req.model.as_deref())?;
     let format = match req.format.as_deref() {
@@ -124,7 +127,7 @@ pub async fn review(
         }
         (Some(diff), None) => {
             let files: Box<dyn FileSource + Send> = match &repo_path {
-                Some((_, path)) => Box::new(WorktreeFiles(path.clone())),
+                Some((_, path)) => Box::new(WorktreeFiles::new(path.clone())),
                 None => Box::new(NoFiles),
             };
             Prepared {
@@ -164,7 +167,6 @@ pub async fn review(
         rules,
         limits,
     };
-    let permit = state.admit(&caller)?;
     let cancel = CancelToken::new();
     let guard = CancelOnDrop(cancel.clone());
     let (tx, rx) = unbounded_channel::<Progress>();
@@ -184,6 +186,7 @@ pub async fn review(
         }
         let state_for_stream = (rx, Some(task), Some(permit), Some(guard), Phase::Progress);
         let events = stream::unfold(state_for_stream, move |(mut rx, task, permit, guard, phase)| {
+            let audit = audit.clone();
             async move {
                 match phase {
                     Phase::Progress => match rx.recv().await {
@@ -206,6 +209,11 @@ pub async fn review(
                         drop(guard);
                         let ev = match outcome {
                             Ok(report) => {
+                                audit.update(|a| {
+                                    a.prompt_tokens = Some(report.summary.prompt_tokens as i64);
+                                    a.completion_tokens =
+                                        Some(report.summary.completion_tokens as i64);
+                                });
                                 let data = match format {
                                     Format::Json => json!(report).to_string(),
                                     Format::Markdown => json!({"markdown": format::render(&report, format)}).to_string(),
@@ -229,13 +237,9 @@ pub async fn review(
             }
         })
         .flat_map(|evs| stream::iter(evs.into_iter().map(Ok::<_, Infallible>)));
-        let mut response = Sse::new(events)
+        let response = Sse::new(events)
             .keep_alive(KeepAlive::default())
             .into_response();
-        response.extensions_mut().insert(AuditInfo {
-            caller: Some(caller.name),
-            ..AuditInfo::default()
-        });
         return Ok(response);
     }
 
@@ -254,7 +258,7 @@ pub async fn review(
     )
         .into_response();
     response.extensions_mut().insert(AuditInfo {
-        caller: Some(caller.name),
+        caller: None,
         prompt_tokens: Some(report.summary.prompt_tokens as i64),
         completion_tokens: Some(report.summary.completion_tokens as i64),
         prompt: Some(diff_for_audit),

@@ -14,7 +14,7 @@ use super::config::Config;
 use super::error::ApiError;
 use super::metrics::Metrics;
 use crate::audit::AuditLog;
-use crate::tokens::{RepoScope, Role, TokenRecord, hash_token};
+use crate::tokens::{RepoScope, Role, TokenRecord, TokenStore, hash_token};
 
 /// The model being served.
 #[derive(Debug, Clone)]
@@ -57,6 +57,48 @@ pub struct AppState {
     pub started: Instant,
     /// Speculative decoding for every request.
     pub speculation: engine::Speculation,
+    /// KiB of prompt text being tokenized, over all requests (`limits.max_tokenizing_bytes`).
+    pub tokenizing: Arc<Semaphore>,
+    /// The token table on disk, asked when a token is not (yet) in memory.
+    pub token_db: Mutex<TokenStore>,
+    /// Bounds how often unknown tokens reach the database.
+    pub token_misses: Mutex<MissBudget>,
+}
+
+/// Database lookups of unknown tokens: at most [`MissBudget::PER_SECOND`] a second,
+/// so random tokens cannot hammer the database.
+#[derive(Debug)]
+pub struct MissBudget {
+    window: Instant,
+    used: u32,
+}
+
+impl Default for MissBudget {
+    fn default() -> Self {
+        Self {
+            window: Instant::now(),
+            used: 0,
+        }
+    }
+}
+
+impl MissBudget {
+    /// Lookups allowed per second.
+    pub const PER_SECOND: u32 = 20;
+
+    /// Takes one lookup if this second has one left.
+    fn take(&mut self) -> bool {
+        if self.window.elapsed().as_secs_f64() >= 1.0 {
+            self.window = Instant::now();
+            self.used = 0;
+        }
+        if self.used < Self::PER_SECOND {
+            self.used += 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// An indexed repository as the completion path needs it (no disk access per request).
@@ -121,30 +163,61 @@ impl AppState {
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
-        let tokens = self
+        let hash = hash_token(secret);
+        let known = self
             .tokens
             .read()
-            .map_err(|_| ApiError::internal("token table unavailable"))?;
-        let record = tokens
-            .get(&hash_token(secret))
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid or revoked token"))?;
+            .map_err(|_| ApiError::internal("token table unavailable"))?
+            .get(&hash)
+            .cloned();
+        let record = match known {
+            Some(r) => r,
+            None => self.token_from_db(&hash).ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid or revoked token")
+            })?,
+        };
         Ok(Caller {
-            name: record.name.clone(),
+            name: record.name,
             role: record.role,
-            repos: record.repos.clone(),
+            repos: record.repos,
         })
     }
 
-    /// Like [`AppState::authenticate`], and also requires the admin role.
-    pub fn authenticate_admin(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let caller = self.authenticate(headers)?;
+    /// A token created since the last refresh of the in-memory table (`souffleur token
+    /// create` in a CI script, used at once): looked up in the database, within the
+    /// per-second budget, and remembered until the next refresh.
+    fn token_from_db(&self, hash: &str) -> Option<TokenRecord> {
+        if !self.token_misses.lock().ok()?.take() {
+            return None;
+        }
+        let record = self.token_db.lock().ok()?.find_active(hash).ok()??;
+        if let Ok(mut table) = self.tokens.write() {
+            table.insert(hash.to_string(), record.clone());
+        }
+        Some(record)
+    }
+
+    /// Waits for room to tokenize `bytes` of text (the server-wide budget keeps many
+    /// large prompts from taking all memory and CPU at once).
+    pub async fn tokenizing_slot(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let total = (self.config.limits.max_tokenizing_bytes / 1024).max(1);
+        let kib = (bytes / 1024).clamp(1, total);
+        self.tokenizing
+            .clone()
+            .acquire_many_owned(kib as u32)
+            .await
+            .map_err(|_| ApiError::internal("the tokenizer budget is closed"))
+    }
+
+    /// Refuses a caller without the admin role.
+    pub fn require_admin(&self, caller: &Caller) -> Result<(), ApiError> {
         if caller.role != Role::Admin {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!("token `{}` is not an admin token", caller.name),
             ));
         }
-        Ok(caller)
+        Ok(())
     }
 
     /// Takes one of the caller's concurrent-request slots, or fails with 429.
