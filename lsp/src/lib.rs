@@ -8,7 +8,8 @@
 //! forwards one Tabby-shaped request per pause in typing to `POST /v1/completions`.
 //!
 //! Modules, in the order a request meets them:
-//! * [`framing`] — drops malformed messages before they reach tower-lsp-server.
+//! * [`framing`] — drops malformed messages before they reach tower-lsp-server, and
+//!   removes the `params` some clients send with `shutdown` and `exit`.
 //! * [`config`] — server URL, token, debounce; from `initializationOptions`,
 //!   `workspace/didChangeConfiguration` or the environment.
 //! * [`documents`] — the open documents and the LSP edits applied to them.

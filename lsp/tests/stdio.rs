@@ -379,3 +379,27 @@ fn hostile_input_gets_answers_not_crashes() {
     );
     assert!(lsp.shutdown().success());
 }
+
+/// Emacs lsp-mode sends `shutdown` with `"params": {}`; tower-lsp-server alone answers
+/// -32602 "Unexpected params" and lsp-mode reports a timeout. The exact frames, as bytes.
+#[test]
+fn shutdown_and_exit_with_empty_params_as_emacs_lsp_mode_sends_them() {
+    let mut lsp = LspClient::start(&[]);
+    lsp.initialize(json!({"url": common::closed_port_url()}));
+    let shutdown = br#"{"jsonrpc":"2.0","id":41,"method":"shutdown","params":{}}"#;
+    let mut frame = format!("Content-Length: {}\r\n\r\n", shutdown.len()).into_bytes();
+    frame.extend_from_slice(shutdown);
+    lsp.send_raw(&frame);
+    let response = lsp.wait_response(41, Duration::from_secs(10));
+    assert_eq!(
+        response,
+        json!({"jsonrpc": "2.0", "id": 41, "result": null}),
+        "{response}"
+    );
+    let exit = br#"{"jsonrpc":"2.0","method":"exit","params":{}}"#;
+    let mut frame = format!("Content-Length: {}\r\n\r\n", exit.len()).into_bytes();
+    frame.extend_from_slice(exit);
+    lsp.send_raw(&frame);
+    let status = lsp.wait_exit();
+    assert!(status.success(), "{status}");
+}

@@ -355,3 +355,28 @@ fn the_official_openai_python_client_works() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// tabby-agent 1.5.0 asks `GET /v1beta/server_setting` after every successful health
+/// check (404 before) and stops sending usage data to its vendor when told; a client
+/// without a valid token must be told as well.
+#[test]
+fn tabby_server_setting_turns_client_side_telemetry_off_with_or_without_a_token() {
+    for token in [None, Some("sfl_wrong"), Some(server().alpha_user.as_str())] {
+        let r = get("/v1beta/server_setting", token);
+        assert_eq!(r.status, 200, "{token:?}: {}", r.body);
+        assert_eq!(r.json(), json!({"disable_client_side_telemetry": true}));
+    }
+}
+
+/// Tabby's `GET /v1beta/models`: `{"completion": [ids], "chat": [ids]}`, with a token.
+#[test]
+fn tabby_models_lists_the_served_model_for_completion_and_chat() {
+    assert_eq!(get("/v1beta/models", None).status, 401);
+    assert_eq!(get("/v1beta/models", Some("sfl_wrong")).status, 401);
+    let r = get("/v1beta/models", Some(&server().alpha_user));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"completion": ["SmolLM2-135M-Instruct.Q4_1"], "chat": ["SmolLM2-135M-Instruct.Q4_1"]})
+    );
+}

@@ -13,6 +13,7 @@ pub mod postprocess;
 pub mod prompt;
 mod review_api;
 mod state;
+mod tabby_compat;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -299,6 +300,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/events", post(events))
         .route("/v1/health", get(health))
+        .route("/v1beta/server_setting", get(tabby_compat::server_setting))
+        .route("/v1beta/models", get(tabby_compat::models))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
