@@ -3,10 +3,16 @@
 # from many clients at once while /v1/health is polled and another token completes code.
 # Builds the server and the bench (release), runs benches/src/bin/flood_bench.rs.
 # Usage: benches/flood_bench.sh [SECONDS (default 20)] [CLIENTS (default 24)]
+# Environment: MODEL (GGUF), PROFILE: release (default) or debug (the test build)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model="${MODEL:-${SOUFFLEUR_HOME:-$HOME/.souffleur}/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 cd "$root"
-cargo build --release -p server -p souffleur-benches >&2
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
+profile="${PROFILE:-release}"
+if [[ "$profile" == release ]]; then
+    cargo build --release -p server -p souffleur-benches >&2
+else
+    cargo build --workspace --all-targets >&2
+fi
+bin="${CARGO_TARGET_DIR:-$root/target}/$profile"
 "$bin/flood_bench" "$bin/souffleur" "$model" "${1:-20}" "${2:-24}"

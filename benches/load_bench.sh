@@ -22,7 +22,7 @@
 #              TOKENS=1 makes every client share one token and its limit)
 #   TRACE      file for one JSON line per measured request (latency, cursor, completion)
 #   SPECULATION  the server's `scheduler.speculation` (default: the server's default)
-#   CARGO_TARGET_DIR (default: target)
+#   CARGO_TARGET_DIR (default: target); PROFILE: release (default) or debug
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -44,8 +44,13 @@ if [[ ! -f "$model" ]]; then
 fi
 
 cd "$root"
-cargo build --release -p server -p souffleur-benches >&2
-bin_dir="${CARGO_TARGET_DIR:-$root/target}/release"
+profile="${PROFILE:-release}"
+if [[ "$profile" == release ]]; then
+    cargo build --release -p server -p souffleur-benches >&2
+else
+    cargo build --workspace --all-targets >&2
+fi
+bin_dir="${CARGO_TARGET_DIR:-$root/target}/$profile"
 souffleur="$bin_dir/souffleur"
 
 work="$(mktemp -d -t souffleur-load-bench.XXXXXX)"

@@ -291,9 +291,10 @@ impl SouffleurClient {
             .map(drop)
     }
 
-    /// The server's health report (`GET /v1/health`, no token).
+    /// The server's health report (`GET /v1/health`; with the token, when there is one,
+    /// it names the model; without, it says only status and version).
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
-        let bytes = self.call(Method::GET, "/v1/health", None, false).await?;
+        let bytes = self.call(Method::GET, "/v1/health", None, true).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
