@@ -148,7 +148,7 @@ impl<'a> Indentation<'a> {
         if self.tabs {
             ws.chars().all(|c| c == '\t')
         } else {
-            ws.chars().all(|c| c == ' ') && self.unit.is_some_and(|u| ws.len() % u == 0)
+            ws.chars().all(|c| c == ' ') && self.unit.is_some_and(|u| ws.len().is_multiple_of(u))
         }
     }
 }
