@@ -59,5 +59,12 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 echo "== VS Code extension: npm ci, build, unit tests, .vsix"
 bash editors/vscode/build.sh
 
+echo "== end-to-end editor: VS Code (code-server + headless Chromium, editors/vscode/e2e)"
+# Reuses the .vsix just built, target/debug's binaries and the default model above; installs
+# Chromium (apt), Node 24 and code-server once (kept in the git-ignored e2e/node_modules, e2e/work).
+e2e_started=$SECONDS
+SKIP_BUILD=1 bash editors/vscode/e2e/run.sh --mode real
+echo "(VS Code end-to-end: $((SECONDS - e2e_started)) s)"
+
 echo "== tests"
 cargo test --workspace

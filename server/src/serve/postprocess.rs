@@ -47,9 +47,10 @@ pub fn finish(
     mode: Mode,
     max_lines: usize,
 ) -> Option<String> {
+    let raw = normalise_indent(raw, prefix);
     let mut text = match mode {
         Mode::SingleLine => raw.split('\n').next().unwrap_or("").to_string(),
-        Mode::MultiLine => cut_block(raw, prefix, max_lines),
+        Mode::MultiLine => cut_block(&raw, prefix, max_lines),
     };
     text = trim_suffix_overlap(&text, suffix);
     let text = text.trim_end().to_string();
@@ -62,6 +63,146 @@ pub fn finish(
         return None;
     }
     Some(text)
+}
+
+/// The spaces and tabs a line starts with.
+fn leading_ws(line: &str) -> &str {
+    let n = line.len() - line.trim_start_matches([' ', '\t']).len();
+    &line[..n]
+}
+
+/// Whether a line continues a block comment (` * …` in C, Java, JavaScript, Go, Rust docs),
+/// whose one-space alignment says nothing about the block's indentation unit.
+fn is_comment_continuation(line: &str) -> bool {
+    line.trim_start().starts_with('*')
+}
+
+/// What the text before the cursor says about indentation: the indentation unit and the
+/// indentation strings a line may start with.
+struct Indentation<'a> {
+    /// Whether the block is indented with tabs (one tab a level) rather than spaces.
+    tabs: bool,
+    /// Spaces per level when indented with spaces; `None` when the prefix does not show.
+    unit: Option<usize>,
+    /// The indentation of the nearest non-blank line above the cursor line, which a
+    /// continuation (a comment's ` * `, an aligned argument) may repeat.
+    above: Option<&'a str>,
+}
+
+impl<'a> Indentation<'a> {
+    /// Reads the indentation of `lines` (the prefix's lines before the cursor line) and
+    /// of `cursor_ws`, the whitespace left of the cursor.
+    fn of(lines: &[&'a str], cursor_ws: &str) -> Self {
+        let above = lines
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| leading_ws(l));
+        let tabs = if cursor_ws.is_empty() {
+            lines
+                .iter()
+                .rev()
+                .map(|l| leading_ws(l))
+                .find(|ws| !ws.is_empty())
+                .is_some_and(|ws| ws.starts_with('\t'))
+        } else {
+            cursor_ws.contains('\t')
+        };
+        // The indentation unit: the most frequent increase of indentation from one code line
+        // to the next (ties go to the smaller), the cursor line counting as the last line.
+        let mut counts: Vec<(usize, usize)> = Vec::new();
+        let mut previous: Option<usize> = None;
+        let widths = lines
+            .iter()
+            .filter(|l| !l.trim().is_empty() && !is_comment_continuation(l))
+            .map(|l| leading_ws(l))
+            .chain((!cursor_ws.is_empty()).then_some(cursor_ws));
+        for ws in widths {
+            if ws.contains('\t') {
+                previous = None;
+                continue;
+            }
+            let width = ws.len();
+            if let Some(p) = previous.filter(|&p| width > p) {
+                let delta = width - p;
+                match counts.iter_mut().find(|(d, _)| *d == delta) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((delta, 1)),
+                }
+            }
+            previous = Some(width);
+        }
+        let unit = counts
+            .iter()
+            .max_by(|(d1, n1), (d2, n2)| n1.cmp(n2).then(d2.cmp(d1)))
+            .map(|&(d, _)| d);
+        Indentation { tabs, unit, above }
+    }
+
+    /// Whether a line may start with `ws`: whole levels of the block's unit, or the same
+    /// indentation as the line above the cursor.
+    fn fits(&self, ws: &str) -> bool {
+        if self.above == Some(ws) {
+            return true;
+        }
+        if self.tabs {
+            ws.chars().all(|c| c == '\t')
+        } else {
+            ws.chars().all(|c| c == ' ') && self.unit.is_some_and(|u| ws.len().is_multiple_of(u))
+        }
+    }
+}
+
+/// Drops whitespace the model put at the start of a completion in excess of the block's
+/// indentation, when the text left of the cursor is whitespace only.
+///
+/// After an editor has indented a new line (say four spaces), models often continue with a
+/// token that starts with a space (` return`): accepted as is, the line ends up indented by
+/// five. The first line's whitespace is shortened to the longest that gives whole levels of
+/// the block's unit (or the line above's indentation); each later line that shows the same
+/// excess loses it too, so that the block stays consistent with its first line. A cursor after
+/// other text on its line keeps the completion's spaces: there they separate words.
+fn normalise_indent(raw: &str, prefix: &str) -> String {
+    let mut lines: Vec<&str> = prefix.split('\n').collect();
+    let cursor_line = lines.pop().unwrap_or("");
+    if !cursor_line.chars().all(|c| c == ' ' || c == '\t') {
+        return raw.to_string();
+    }
+    let mut lines_out = raw.split('\n');
+    let first = lines_out.next().unwrap_or("");
+    let first_ws = leading_ws(first);
+    if first_ws.is_empty() || first.trim().is_empty() || is_comment_continuation(first) {
+        return raw.to_string();
+    }
+    let indentation = Indentation::of(&lines, cursor_line);
+    if !indentation.tabs && indentation.unit.is_none() {
+        // Nothing shows how deep a level is: the model's indentation may well be right.
+        return raw.to_string();
+    }
+    let fits_at = |n: usize| indentation.fits(&format!("{cursor_line}{}", &first_ws[..n]));
+    if fits_at(first_ws.len()) {
+        return raw.to_string();
+    }
+    // `first_ws` holds only ASCII spaces and tabs, so every length is a character boundary.
+    let Some(keep) = (0..first_ws.len()).rev().find(|&n| fits_at(n)) else {
+        return raw.to_string();
+    };
+    let excess = &first_ws[keep..];
+    let mut out = vec![format!("{}{}", &first_ws[..keep], &first[first_ws.len()..])];
+    for line in lines_out {
+        let ws = leading_ws(line);
+        let kept = ws.strip_suffix(excess).filter(|kept| {
+            !line.trim().is_empty()
+                && !is_comment_continuation(line)
+                && !indentation.fits(ws)
+                && indentation.fits(kept)
+        });
+        out.push(match kept {
+            Some(kept) => format!("{kept}{}", &line[ws.len()..]),
+            None => line.to_string(),
+        });
+    }
+    out.join("\n")
 }
 
 /// Keeps the lines of a multi-line completion that belong to the block at the cursor:
@@ -247,6 +388,78 @@ mod tests {
             None
         );
         assert_eq!(finish("", "a", "", Mode::MultiLine, 10), None);
+    }
+
+    /// Checks what `finish` makes of `raw` in the mode the cursor position gives.
+    #[track_caller]
+    fn check(raw: &str, prefix: &str, want: &str) {
+        let got = finish(raw, prefix, "\n", mode(prefix, "\n"), 10);
+        assert_eq!(got.as_deref(), Some(want), "raw {raw:?} after {prefix:?}");
+    }
+
+    const PY: &str = "def add(a, b):\n    return a + b\n\n\ndef multiply(a, b):\n    ";
+
+    #[test]
+    fn a_space_after_the_editors_indentation_is_dropped() {
+        // VS Code indents the new line by four spaces; the model continues with ` return`.
+        check(" return a * b", PY, "return a * b");
+        // Also when the editor's indentation is the only one the prefix has.
+        check(" return a * b", "def multiply(a, b):\n    ", "return a * b");
+        // Five extra spaces after four: one extra level is kept, the odd space is not.
+        check("     return a", PY, "    return a");
+    }
+
+    #[test]
+    fn whole_levels_and_no_leading_whitespace_are_kept() {
+        check("return a * b", PY, "return a * b");
+        check("    return a", PY, "    return a");
+        let js = "function f() {\n  if (a) {\n    ";
+        check("  b();", js, "  b();");
+        check(" b();", js, "b();");
+    }
+
+    #[test]
+    fn later_lines_lose_the_same_excess_only_when_they_show_it() {
+        // The model indented its whole block by five: every line moves back by one.
+        check(
+            " x = a * b\n     if x:\n         return x",
+            PY,
+            "x = a * b\n    if x:\n        return x",
+        );
+        // Only the first line's space was extra: the later lines are already right.
+        check(" x = a * b\n    return x", PY, "x = a * b\n    return x");
+    }
+
+    #[test]
+    fn text_left_of_the_cursor_keeps_the_completions_spaces() {
+        check(" * b", "def multiply(a, b):\n    return a", " * b");
+        check(" b", "    x = a +\n    y = a", " b");
+    }
+
+    #[test]
+    fn tab_indented_blocks_drop_spaces_after_the_tabs() {
+        let go = "func f() int {\n\tx := 1\n\t";
+        check(" return x", go, "return x");
+        check("  return x", go, "return x");
+        check("\treturn x", go, "\treturn x");
+        // A space-indented file: a tab after the editor's spaces is dropped.
+        check("\treturn a", PY, "return a");
+    }
+
+    #[test]
+    fn comment_alignment_and_the_line_above_are_respected() {
+        // ` * ` continues a block comment, aligned by one space.
+        check(" * @param a", "/**\n * Adds.\n", " * @param a");
+        check(" * b", "    /**\n     * a\n    ", " * b");
+        // An alignment the line above already uses.
+        let sql = "def q():\n    sql = (\"SELECT a\"\n     \"FROM t\")\n    ";
+        check(" x = 1", sql, " x = 1");
+    }
+
+    #[test]
+    fn column_zero_strips_only_against_a_known_unit() {
+        check("    return 1", "def f():\n", "    return 1");
+        check("     return 1", "def f():\n    x = 1\n", "    return 1");
     }
 
     #[test]
