@@ -198,32 +198,11 @@ impl TokenStore {
 
     /// Every token, newest last.
     pub fn list(&self) -> Result<Vec<TokenRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, name, role, repos, created_at, revoked_at FROM tokens ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, name, role, repos, created_at, revoked_at) = row?;
-            out.push(TokenRecord {
-                id,
-                name,
-                role: Role::parse(&role)?,
-                repos: RepoScope::parse(&repos),
-                created_at,
-                revoked_at,
-            });
-        }
-        Ok(out)
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM tokens ORDER BY id"))?;
+        let rows = stmt.query_map([], |r| RawRecord::read(r, 0))?;
+        rows.map(|row| row?.into_record()).collect()
     }
 
     /// Revokes the token called `name`; errors if there is none.
@@ -249,67 +228,66 @@ impl TokenStore {
 
     /// The active token with this hash, if any.
     pub fn find_active(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let row = self
-            .conn
+        self.conn
             .query_row(
-                "SELECT id, name, role, repos, created_at FROM tokens
-                 WHERE hash = ?1 AND revoked_at IS NULL",
+                &format!("SELECT {COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"),
                 [hash],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
-                },
+                |r| RawRecord::read(r, 0),
             )
-            .optional()?;
-        row.map(|(id, name, role, repos, created_at)| {
-            Ok(TokenRecord {
-                id,
-                name,
-                role: Role::parse(&role)?,
-                repos: RepoScope::parse(&repos),
-                created_at,
-                revoked_at: None,
-            })
-        })
-        .transpose()
+            .optional()?
+            .map(RawRecord::into_record)
+            .transpose()
     }
 
     /// Active tokens with their hashes, for the server's in-memory table.
     pub fn active(&self) -> Result<Vec<(String, TokenRecord)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT hash, id, name, role, repos, created_at FROM tokens WHERE revoked_at IS NULL",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, i64>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (hash, id, name, role, repos, created_at) = row?;
-            out.push((
-                hash,
-                TokenRecord {
-                    id,
-                    name,
-                    role: Role::parse(&role)?,
-                    repos: RepoScope::parse(&repos),
-                    created_at,
-                    revoked_at: None,
-                },
-            ));
-        }
-        Ok(out)
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT hash, {COLUMNS} FROM tokens WHERE revoked_at IS NULL"
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, RawRecord::read(r, 1)?)))?;
+        rows.map(|row| {
+            let (hash, raw) = row?;
+            Ok((hash, raw.into_record()?))
+        })
+        .collect()
+    }
+}
+
+/// The columns [`RawRecord::read`] reads, in its order.
+const COLUMNS: &str = "id, name, role, repos, created_at, revoked_at";
+
+/// A token row as stored, before its role and scope are parsed.
+struct RawRecord {
+    id: i64,
+    name: String,
+    role: String,
+    repos: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl RawRecord {
+    /// Reads [`COLUMNS`] starting at column `first`.
+    fn read(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(first)?,
+            name: r.get(first + 1)?,
+            role: r.get(first + 2)?,
+            repos: r.get(first + 3)?,
+            created_at: r.get(first + 4)?,
+            revoked_at: r.get(first + 5)?,
+        })
+    }
+
+    fn into_record(self) -> Result<TokenRecord> {
+        Ok(TokenRecord {
+            id: self.id,
+            name: self.name,
+            role: Role::parse(&self.role)?,
+            repos: RepoScope::parse(&self.repos),
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+        })
     }
 }
 

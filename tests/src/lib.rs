@@ -95,16 +95,7 @@ pub struct TestServer {
     /// The home directory (model, index, database).
     pub home: PathBuf,
     _dir: tempfile::TempDir,
-    _child: ChildGuard,
-}
-
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    _server: Launched,
 }
 
 /// Python source of repository `alpha`.
@@ -269,22 +260,14 @@ fn start() -> TestServer {
         "[limits]\nmax_body_bytes = 65536\nmax_prompt_tokens = 2000\nmax_tokens = 64\nmax_concurrent_per_token = 6\n\n[completion]\nmulti_line_tokens = 64\n",
     )
     .expect("config");
-    let mut child = Command::new(binary())
-        .args(["serve", "--port", "0", "--exit-on-stdin-close"])
-        .env("SOUFFLEUR_HOME", &home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start server");
-    let url = read_banner(&mut child);
+    let launched = launch(&home, &["--exit-on-stdin-close"]);
     TestServer {
-        url,
+        url: launched.url.clone(),
         admin,
         alpha_user,
         home,
         _dir: dir,
-        _child: ChildGuard(child),
+        _server: launched,
     }
 }
 

@@ -3,7 +3,7 @@
 //! Prints health latency p50/p99/max, the other token's completion latencies, the
 //! attacker's status counts and the server's RSS before and after.
 //!
-//! Usage: flood_bench SOUFFLEUR_BIN MODEL_GGUF [SECONDS] [ATTACKERS]
+//! Usage: `flood_bench SOUFFLEUR_BIN MODEL_GGUF [SECONDS] [ATTACKERS]`
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
