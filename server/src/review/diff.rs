@@ -857,7 +857,7 @@ new file mode 100644
             );
             match parse(&text) {
                 Err(e @ ReviewError::UnsafePath { .. }) => {
-                    assert!(e.to_string().contains(path), "{e}")
+                    assert!(e.to_string().contains(&format!("{path:?}")), "{e}")
                 }
                 other => panic!("{path}: {other:?}"),
             }
