@@ -8,11 +8,5 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model="${MODEL:-${SOUFFLEUR_HOME:-$HOME/.souffleur}/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 cd "$root"
-profile="${PROFILE:-release}"
-if [[ "$profile" == release ]]; then
-    cargo build --release -p server -p souffleur-benches >&2
-else
-    cargo build --workspace --all-targets >&2
-fi
-bin="${CARGO_TARGET_DIR:-$root/target}/$profile"
-"$bin/flood_bench" "$bin/souffleur" "$model" "${1:-20}" "${2:-24}"
+source "$root/benches/build_bins.sh"
+"$bin_dir/flood_bench" "$bin_dir/souffleur" "$model" "${1:-20}" "${2:-24}"

@@ -44,13 +44,7 @@ if [[ ! -f "$model" ]]; then
 fi
 
 cd "$root"
-profile="${PROFILE:-release}"
-if [[ "$profile" == release ]]; then
-    cargo build --release -p server -p souffleur-benches >&2
-else
-    cargo build --workspace --all-targets >&2
-fi
-bin_dir="${CARGO_TARGET_DIR:-$root/target}/$profile"
+source "$root/benches/build_bins.sh"
 souffleur="$bin_dir/souffleur"
 
 work="$(mktemp -d -t souffleur-load-bench.XXXXXX)"
