@@ -69,6 +69,10 @@ const CHARS_PER_TOKEN: usize = 16;
 
 /// The longest end of `text` that fits in `budget` tokens.
 pub fn tail_fit<'a>(model: &Model, text: &'a str, budget: usize) -> &'a str {
+    // The common case (a short cursor line) is one tokenization.
+    if count_capped(model, text, budget) <= budget {
+        return text;
+    }
     let starts: Vec<usize> = text
         .char_indices()
         .map(|(i, _)| i)
@@ -90,6 +94,9 @@ pub fn tail_fit<'a>(model: &Model, text: &'a str, budget: usize) -> &'a str {
 
 /// The longest start of `text` that fits in `budget` tokens.
 pub fn head_fit<'a>(model: &Model, text: &'a str, budget: usize) -> &'a str {
+    if count_capped(model, text, budget) <= budget {
+        return text;
+    }
     let ends: Vec<usize> = text
         .char_indices()
         .map(|(i, c)| i + c.len_utf8())
