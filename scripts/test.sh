@@ -12,8 +12,9 @@ cargo fmt --all -- --check
 echo "== build"
 cargo build --workspace --all-targets
 
-echo "== default model"
+echo "== models: the default (Qwen2.5-Coder-0.5B) and the tiny one most tests serve"
 target/debug/souffleur model fetch-default
+target/debug/souffleur model fetch smollm2-135m
 
 echo "== end-to-end client: the official openai Python package"
 if ! .venv-e2e/bin/python -c "import openai" 2>/dev/null; then

@@ -40,6 +40,39 @@ pub struct FimTemplate {
     style: FimStyle,
     /// Marker ids in template order (prefix, suffix, middle); empty for prefix-only.
     markers: Vec<u32>,
+    /// The repository-level markers, for models trained with them.
+    repo: Option<RepoMarkers>,
+}
+
+/// Token ids of a model's repository-level format: `<|repo_name|>` and `<|file_sep|>`
+/// (Qwen2.5-Coder), or `<repo_name>` and `<file_sep>` (StarCoder2).
+#[derive(Debug, Clone, Copy)]
+struct RepoMarkers {
+    repo_name: u32,
+    file_sep: u32,
+    /// Qwen puts a newline after the repository name and after each file.
+    newlines: bool,
+}
+
+/// A file shown to the model before the one being edited, in the repository-level format.
+#[derive(Debug, Clone, Copy)]
+pub struct RepoFile<'a> {
+    /// Repository-relative path.
+    pub path: &'a str,
+    /// The file's text (or the part of it worth showing).
+    pub text: &'a str,
+}
+
+/// Where a completion happens, for models with a repository-level format: the
+/// repository's name, other files of it, and the path of the file being edited.
+#[derive(Debug, Clone, Copy)]
+pub struct RepoContext<'a> {
+    /// Repository name.
+    pub name: &'a str,
+    /// Files shown before the current one.
+    pub files: &'a [RepoFile<'a>],
+    /// Repository-relative path of the file being edited.
+    pub path: &'a str,
 }
 
 const CANDIDATES: &[(FimStyle, [&str; 3])] = &[
@@ -72,9 +105,22 @@ impl FimTemplate {
         for (style, names) in CANDIDATES {
             let ids: Option<Vec<u32>> = names.iter().map(|n| tokenizer.token_id(n)).collect();
             if let Some(markers) = ids {
+                let repo_names = match style {
+                    FimStyle::Qwen => Some(("<|repo_name|>", "<|file_sep|>", true)),
+                    FimStyle::StarCoder => Some(("<repo_name>", "<file_sep>", false)),
+                    _ => None,
+                };
+                let repo = repo_names.and_then(|(r, f, newlines)| {
+                    Some(RepoMarkers {
+                        repo_name: tokenizer.token_id(r)?,
+                        file_sep: tokenizer.token_id(f)?,
+                        newlines,
+                    })
+                });
                 return Self {
                     style: *style,
                     markers,
+                    repo,
                 };
             }
         }
@@ -86,7 +132,49 @@ impl FimTemplate {
         Self {
             style: FimStyle::PrefixOnly,
             markers: Vec::new(),
+            repo: None,
         }
+    }
+
+    /// Whether the model has a repository-level format ([`build_in_repo`](Self::build_in_repo)).
+    pub fn has_repo_format(&self) -> bool {
+        self.repo.is_some()
+    }
+
+    /// Token ids of a prompt in the model's repository-level format: the repository's
+    /// name, each context file after a file separator and its path, then the current
+    /// file's path and the FIM prompt (Qwen2.5-Coder:
+    /// `<|repo_name|>R\n<|file_sep|>a.py\n…\n<|file_sep|>b.py\n<|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>`).
+    /// Models without one get [`build`](Self::build) with the prefix alone.
+    pub fn build_in_repo(
+        &self,
+        tokenizer: &Tokenizer,
+        repo: &RepoContext<'_>,
+        prefix: &str,
+        suffix: &str,
+    ) -> Result<Vec<u32>> {
+        let Some(m) = self.repo else {
+            return self.build(tokenizer, prefix, suffix);
+        };
+        let nl = if m.newlines { "\n" } else { "" };
+        let mut ids = Vec::new();
+        if tokenizer.add_bos() {
+            ids.extend(tokenizer.bos());
+        }
+        ids.push(m.repo_name);
+        ids.extend(tokenizer.encode(&format!("{}{nl}", repo.name))?);
+        for f in repo.files {
+            ids.push(m.file_sep);
+            let text = f.text.strip_suffix('\n').unwrap_or(f.text);
+            ids.extend(tokenizer.encode(&format!("{}\n{text}\n", f.path))?);
+        }
+        ids.push(m.file_sep);
+        ids.extend(tokenizer.encode(&format!("{}\n", repo.path))?);
+        // The FIM part, without a second BOS.
+        let fim = self.build(tokenizer, prefix, suffix)?;
+        let skip = usize::from(tokenizer.add_bos() && tokenizer.bos().is_some());
+        ids.extend_from_slice(&fim[skip.min(fim.len())..]);
+        Ok(ids)
     }
 
     /// The detected style.

@@ -28,6 +28,18 @@ impl CancelToken {
     }
 }
 
+/// A caller's test on the text generated so far: `true` ends the generation (as a
+/// stop sequence does). Completion servers use it to stop where their post-processing
+/// would cut anyway, e.g. at the end of the block at the cursor.
+#[derive(Clone)]
+pub struct StopRule(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for StopRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopRule(..)")
+    }
+}
+
 /// One generation job.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
@@ -43,6 +55,8 @@ pub struct GenerationRequest {
     pub cancel: CancelToken,
     /// Speculative decoding (never changes greedy output).
     pub speculation: crate::speculation::Speculation,
+    /// Ends the generation when it holds for the text so far (checked after each token).
+    pub stop_rule: Option<StopRule>,
 }
 
 impl GenerationRequest {
@@ -55,6 +69,7 @@ impl GenerationRequest {
             stop: Vec::new(),
             cancel: CancelToken::new(),
             speculation: crate::speculation::Speculation::default(),
+            stop_rule: None,
         }
     }
 }

@@ -33,10 +33,10 @@ pub mod stop;
 pub mod tokenizer;
 
 pub use error::{EngineError, Result};
-pub use fim::{FimStyle, FimTemplate};
+pub use fim::{FimStyle, FimTemplate, RepoContext, RepoFile};
 pub use generation::{
     CancelToken, EventSink, FinishReason, Generation, GenerationCollector, GenerationEvent,
-    GenerationRequest, GenerationStats,
+    GenerationRequest, GenerationStats, StopRule,
 };
 pub use model::{Model, ModelFormat, ModelInfo};
 pub use sampling::SamplingParams;

@@ -238,6 +238,8 @@ struct Sequence {
     sampler: Sampler,
     decoder: StreamDecoder,
     stop: StopMatcher,
+    /// All text generated so far, kept only for a request's stop rule.
+    text: String,
     first_token: Option<Duration>,
     decode_steps: usize,
     /// Generated tokens whose key/value state is in the cache.
@@ -269,6 +271,7 @@ impl Sequence {
             sampler,
             decoder: StreamDecoder::default(),
             stop,
+            text: String::new(),
             first_token: None,
             decode_steps: 0,
             fed_generated: 0,
@@ -308,9 +311,16 @@ impl Sequence {
             return;
         }
         let text = self.decoder.push(tok.token_bytes(token));
+        let ruled = match &self.job.request.stop_rule {
+            Some(rule) => {
+                self.text.push_str(&text);
+                (rule.0)(&self.text)
+            }
+            None => false,
+        };
         let outcome = self.stop.push(&text);
         self.emit_text(outcome.emit);
-        if outcome.stopped {
+        if outcome.stopped || ruled {
             self.finished = Some(FinishReason::Stop);
         } else if self.generated.len() >= self.job.request.max_new_tokens {
             self.finished = Some(FinishReason::Length);

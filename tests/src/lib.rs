@@ -28,7 +28,11 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// The default model file the tests serve.
+/// The catalogue name of the model the tests serve: the tiny one, since they need
+/// some model, not a good one (passed as `SOUFFLEUR_MODEL` to every command).
+pub const TEST_MODEL: &str = "smollm2-135m";
+
+/// The model file the tests serve (the tiny catalogue model).
 pub fn default_model() -> PathBuf {
     let home = std::env::var_os("SOUFFLEUR_HOME")
         .map(PathBuf::from)
@@ -37,7 +41,7 @@ pub fn default_model() -> PathBuf {
     let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.is_file(),
-        "default model missing at {}: run `souffleur model fetch-default`",
+        "test model missing at {}: run `souffleur model fetch smollm2-135m`",
         path.display()
     );
     path
@@ -46,6 +50,7 @@ pub fn default_model() -> PathBuf {
 /// Runs the binary with `args` in `home`; returns stdout, failing the test on error.
 pub fn souffleur(home: &Path, args: &[&str]) -> String {
     let out = Command::new(binary())
+        .env("SOUFFLEUR_MODEL", TEST_MODEL)
         .args(args)
         .env("SOUFFLEUR_HOME", home)
         .output()
@@ -166,6 +171,7 @@ impl Drop for Launched {
 /// Starts `souffleur serve --port 0 args…` in `home` and waits for its address.
 pub fn launch(home: &Path, args: &[&str]) -> Launched {
     let mut child = Command::new(binary())
+        .env("SOUFFLEUR_MODEL", TEST_MODEL)
         .args(["serve", "--port", "0"])
         .args(args)
         .env("SOUFFLEUR_HOME", home)
@@ -359,6 +365,7 @@ pub struct CliRun {
 pub fn run_cli(home: &Path, dir: Option<&Path>, args: &[&str], stdin: Option<&str>) -> CliRun {
     use std::io::Write;
     let mut cmd = Command::new(binary());
+    cmd.env("SOUFFLEUR_MODEL", TEST_MODEL);
     cmd.args(args)
         .env("SOUFFLEUR_HOME", home)
         .env_remove("SOUFFLEUR_SERVER")

@@ -4,7 +4,7 @@
 # Installs what it needs (Debian's chromium and libkrb5-dev, Node 24 and playwright-core from
 # e2e/package-lock.json, code-server 4.139.1 under e2e/work/), builds the .vsix, then runs drive.mjs.
 # Real mode also needs target/debug/souffleur and target/debug/souffleur-lsp (built if missing) and
-# the default model (fetched if missing). Screenshots and logs: e2e/work/out/.
+# the tiny model smollm2-135m (fetched if missing). Screenshots and logs: e2e/work/out/.
 # Set SKIP_BUILD=1 to reuse an existing .vsix.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -49,11 +49,13 @@ if [ "$MODE" = real ]; then
     echo "== cargo build (souffleur, souffleur-lsp)"
     (cd "$ROOT" && cargo build -p server -p lsp)
   fi
-  if [ -z "${SOUFFLEUR_MODELS:-}" ] && ! ls "${SOUFFLEUR_HOME:-$HOME/.souffleur}"/models/*.gguf >/dev/null 2>&1; then
-    echo "== default model"
-    "${SOUFFLEUR_BIN:-$ROOT/target/debug/souffleur}" model fetch-default
+  if [ -z "${SOUFFLEUR_MODELS:-}" ] && ! ls "${SOUFFLEUR_HOME:-$HOME/.souffleur}"/models/SmolLM2-135M-Instruct.Q4_1.gguf >/dev/null 2>&1; then
+    echo "== the tiny model"
+    "${SOUFFLEUR_BIN:-$ROOT/target/debug/souffleur}" model fetch smollm2-135m
   fi
   export SOUFFLEUR_MODELS=${SOUFFLEUR_MODELS:-${SOUFFLEUR_HOME:-$HOME/.souffleur}/models}
+  # The tiny model serves the test (any model will do; CI time stays short).
+  export SOUFFLEUR_MODEL=${SOUFFLEUR_MODEL:-smollm2-135m}
 fi
 
 echo "== drive ($MODE); installs and builds took $((SECONDS - STARTED)) s"

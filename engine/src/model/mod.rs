@@ -186,6 +186,21 @@ impl Model {
         &self.fim
     }
 
+    /// Prompt ids for completing between `prefix` and `suffix` in a file of a repository,
+    /// in the model's repository-level format (see [`FimTemplate::build_in_repo`];
+    /// models without one get [`completion_prompt`](Self::completion_prompt)).
+    pub fn completion_prompt_in_repo(
+        &self,
+        repo: &crate::fim::RepoContext<'_>,
+        prefix: &str,
+        suffix: &str,
+    ) -> Result<Vec<u32>> {
+        if !self.fim.has_repo_format() {
+            return self.completion_prompt(prefix, suffix);
+        }
+        self.fim.build_in_repo(&self.tokenizer, repo, prefix, suffix)
+    }
+
     /// Prompt ids for completing between `prefix` and `suffix` (prefix-only models ignore the suffix).
     pub fn completion_prompt(&self, prefix: &str, suffix: &str) -> Result<Vec<u32>> {
         let mut ids = self.fim.build(&self.tokenizer, prefix, suffix)?;

@@ -1,19 +1,22 @@
 //! Fast CPU matrix products with GGUF-quantised weights.
 //!
 //! [`QuantWeight`] computes `y = x · Wᵀ` directly on the raw GGUF blocks of `W`
-//! (Q4_0, Q4_1 or Q8_0). Each row of `x` is first quantised to 8-bit blocks of
-//! 32 values with one `f32` scale `d` and the scaled sum `s = d · Σq` (like
-//! llama.cpp's Q8_1), so every block product is an integer dot product:
+//! (Q4_0, Q4_1, Q5_0, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K). Each row of `x` is
+//! first quantised to 8-bit blocks of 32 values with one `f32` scale `d` and the
+//! scaled sum `s = d · Σq` (like llama.cpp's Q8_1), so every block product is an
+//! integer dot product:
 //!
 //! * Q8_0: `d_w · d_x · Σ w·q`
 //! * Q4_1: `d_w · d_x · Σ w·q + m_w · s_x` (weights are `d_w · w + m_w`, `w ∈ 0..16`)
 //! * Q4_0: like Q4_1 with `m_w = −8 · d_w`
+//! * Q5_0 and the K-quants: see [`kquants`] (a scale per 16 or 32 weights, an offset
+//!   per 32, super-blocks of 256 for the K-quants).
 //!
-//! The block products run on AVX2 when the CPU has it (checked at run time) and
-//! on a portable scalar path otherwise; both compute the same sums. Work is split
-//! over output features (few rows, e.g. decoding) or over rows (prefill) with
-//! rayon, and rows are processed in tiles of four so that each weight block is
-//! loaded and unpacked once per tile.
+//! The block products run on AVX-512 VNNI or AVX2 when the CPU has them (checked at
+//! run time) and on a portable scalar path otherwise; all compute the same integer
+//! sums. Work is split over output features (few rows, e.g. decoding) or over rows
+//! (prefill), and rows are processed in tiles of four (eight on AVX-512) so that
+//! each weight block is loaded and unpacked once per tile.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -28,6 +31,7 @@ use crate::error::{EngineError, Result};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod kquants;
 #[cfg(target_arch = "x86_64")]
 use avx512::ActPair;
 /// Placeholder off x86-64, where no kernel uses activation pairs.
@@ -35,7 +39,7 @@ use avx512::ActPair;
 #[derive(Clone, Copy)]
 struct ActPair;
 
-/// Values per quantisation block (all supported types).
+/// Values per activation block, and per weight block of the 32-value formats.
 const QK: usize = 32;
 
 /// Rows per tile: each weight block is unpacked once and used for this many rows.
@@ -128,7 +132,11 @@ impl Kernel {
 enum Format {
     Q4_0,
     Q4_1,
+    Q5_0,
     Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 impl Format {
@@ -136,18 +144,44 @@ impl Format {
         match dtype {
             GgmlDType::Q4_0 => Some(Self::Q4_0),
             GgmlDType::Q4_1 => Some(Self::Q4_1),
+            GgmlDType::Q5_0 => Some(Self::Q5_0),
             GgmlDType::Q8_0 => Some(Self::Q8_0),
+            GgmlDType::Q4K => Some(Self::Q4K),
+            GgmlDType::Q5K => Some(Self::Q5K),
+            GgmlDType::Q6K => Some(Self::Q6K),
             _ => None,
         }
     }
 
-    /// Bytes per block of 32 weights.
+    /// Weights per block (32, or 256 for a K-quant super-block).
+    fn block_values(self) -> usize {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => QK,
+            Self::Q4K | Self::Q5K | Self::Q6K => kquants::QK_K,
+        }
+    }
+
+    /// Bytes per block.
     fn block_bytes(self) -> usize {
         match self {
             Self::Q4_0 => 2 + QK / 2,
             Self::Q4_1 => 4 + QK / 2,
+            Self::Q5_0 => kquants::Q5_0_BYTES,
             Self::Q8_0 => 2 + QK,
+            Self::Q4K => kquants::Q4K_BYTES,
+            Self::Q5K => kquants::Q5K_BYTES,
+            Self::Q6K => kquants::Q6K_BYTES,
         }
+    }
+
+    /// Whether the products go through [`kquants`] (the common sub-block form).
+    fn is_sub_form(self) -> bool {
+        matches!(self, Self::Q5_0 | Self::Q4K | Self::Q5K | Self::Q6K)
+    }
+
+    /// Bytes of one weight row of `in_features` weights.
+    fn row_bytes(self, in_features: usize) -> usize {
+        in_features / self.block_values() * self.block_bytes()
     }
 }
 
@@ -232,12 +266,13 @@ impl QuantWeight {
     fn check(dtype: GgmlDType, out: usize, inp: usize, len: usize) -> Result<Format> {
         let format = Format::of(dtype)
             .ok_or_else(|| compute_err(format!("quantised matmul: unsupported type {dtype:?}")))?;
-        if !inp.is_multiple_of(QK) {
+        let per_block = format.block_values();
+        if !inp.is_multiple_of(per_block) {
             return Err(compute_err(format!(
-                "quantised matmul: in_features {inp} is not a multiple of {QK}"
+                "quantised matmul: in_features {inp} is not a multiple of {per_block}"
             )));
         }
-        let expected = out * (inp / QK) * format.block_bytes();
+        let expected = out * format.row_bytes(inp);
         if len != expected {
             return Err(compute_err(format!(
                 "quantised matmul: {dtype:?} [{out}, {inp}] needs {expected} bytes, got {len}"
@@ -506,7 +541,7 @@ impl Job {
                     kernel: self.kernel,
                     format: self.format,
                     data: &data,
-                    row_bytes: nb * self.format.block_bytes(),
+                    row_bytes: self.format.row_bytes(self.weight.in_features),
                     nb,
                 };
                 let r0 = (c / self.out_chunks) * self.row_block;
@@ -827,13 +862,17 @@ impl Weights<'_> {
 
     #[inline]
     fn tile_pairs<const R: usize>(&self, w: &[u8], a: [&[ActPair]; R]) -> [f32; R] {
-        assert!(w.len() == self.nb * self.format.block_bytes() && self.nb.is_multiple_of(2));
+        assert!(w.len() == self.row_bytes && self.nb.is_multiple_of(2));
         assert!(a.iter().all(|r| r.len() == self.nb / 2));
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` chose this kernel only after `avx512::available()`
         // and for an even number of blocks; the asserts give the lengths it needs.
         unsafe {
-            avx512::tile(self.format, w, a)
+            if self.format.is_sub_form() && self.format != Format::Q5_0 {
+                avx512::tile_k(self.format, w, a)
+            } else {
+                avx512::tile(self.format, w, a)
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -845,8 +884,22 @@ impl Weights<'_> {
     /// Dot products of one weight row with `R` activation rows.
     #[inline]
     fn tile<const R: usize>(&self, w: &[u8], a: [&[ActBlock]; R]) -> [f32; R] {
-        assert!(w.len() == self.nb * self.format.block_bytes());
+        assert!(w.len() == self.row_bytes);
         assert!(a.iter().all(|r| r.len() == self.nb));
+        if self.format.is_sub_form() {
+            return match self.kernel {
+                Kernel::Scalar => kquants::tile_scalar(self.format, w, a),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the kernel was checked to be available in `matmul_with`
+                // (AVX2, FMA and F16C are part of both), and the asserts above give
+                // whole blocks and one activation block per 32 weights.
+                Kernel::Avx2 | Kernel::Avx512Vnni => unsafe {
+                    kquants::avx2::tile(self.format, w, a)
+                },
+                #[cfg(not(target_arch = "x86_64"))]
+                Kernel::Avx2 | Kernel::Avx512Vnni => kquants::tile_scalar(self.format, w, a),
+            };
+        }
         match self.kernel {
             Kernel::Scalar => scalar::tile(self.format, w, a),
             #[cfg(target_arch = "x86_64")]
@@ -858,6 +911,9 @@ impl Weights<'_> {
                     Format::Q4_0 => avx2::tile_q4::<R, false>(w, a),
                     Format::Q4_1 => avx2::tile_q4::<R, true>(w, a),
                     Format::Q8_0 => avx2::tile_q8_0::<R>(w, a),
+                    Format::Q5_0 | Format::Q4K | Format::Q5K | Format::Q6K => {
+                        unreachable!("sub-form formats return above")
+                    }
                 }
             },
             #[cfg(not(target_arch = "x86_64"))]
@@ -870,6 +926,9 @@ impl Weights<'_> {
                     Format::Q4_0 => avx2::tile_q4::<R, false>(w, a),
                     Format::Q4_1 => avx2::tile_q4::<R, true>(w, a),
                     Format::Q8_0 => avx2::tile_q8_0::<R>(w, a),
+                    Format::Q5_0 | Format::Q4K | Format::Q5K | Format::Q6K => {
+                        unreachable!("sub-form formats return above")
+                    }
                 }
             },
             #[cfg(not(target_arch = "x86_64"))]
@@ -912,6 +971,9 @@ mod scalar {
                             .map(|(&w, &q)| i32::from(w as i8) * i32::from(q))
                             .sum();
                         d * x.d * sum as f32
+                    }
+                    Format::Q5_0 | Format::Q4K | Format::Q5K | Format::Q6K => {
+                        unreachable!("sub-form formats use kquants::tile_scalar")
                     }
                 };
             }
@@ -1190,8 +1252,8 @@ mod tests {
     fn a_row_gets_the_same_bits_whatever_rows_come_with_it() {
         // Speculative verification relies on it: a row computed in a batch of 9
         // must equal the same row computed alone.
-        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
-            for (out, inp) in SHAPES {
+        for dtype in ALL_TYPES {
+            for &(out, inp) in shapes(dtype) {
                 let (qw, _) = weight(dtype, out, inp, 5);
                 let rows = 9;
                 let x = noise(rows * inp, 6);
@@ -1213,6 +1275,73 @@ mod tests {
     }
 
     const SHAPES: [(usize, usize); 4] = [(64, 96), (96, 64), (160, 576), (608, 320)];
+
+    /// Shapes for the K-quants, whose rows are super-blocks of 256.
+    const K_SHAPES: [(usize, usize); 3] = [(64, 256), (96, 512), (40, 1280)];
+
+    const ALL_TYPES: [GgmlDType; 7] = [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+    ];
+
+    fn shapes(dtype: GgmlDType) -> &'static [(usize, usize)] {
+        match Format::of(dtype).expect("supported").block_values() {
+            QK => &SHAPES,
+            _ => &K_SHAPES,
+        }
+    }
+
+    #[test]
+    fn q5_0_and_k_quants_match_dequantized_matmul() {
+        for dtype in [
+            GgmlDType::Q5_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
+        ] {
+            for rows in [1, 3, 9] {
+                for &(out, inp) in shapes(dtype) {
+                    check(dtype, rows, out, inp);
+                }
+            }
+        }
+    }
+
+    /// With activations that quantise without loss (integers in −127..=127 with a
+    /// ±127 in every block, so `d = 1`), the kernels compute the dequantised product
+    /// up to float rounding: this checks the weight unpacking bit for bit.
+    #[test]
+    fn exact_activations_give_the_dequantized_product() {
+        for dtype in ALL_TYPES {
+            for &(out, inp) in shapes(dtype) {
+                let rows = 5;
+                let (qw, deq) = weight(dtype, out, inp, 11);
+                let mut x: Vec<f32> = noise(rows * inp, 12)
+                    .iter()
+                    .map(|v| (v * 127.0).round())
+                    .collect();
+                for (b, blk) in x.chunks_exact_mut(QK).enumerate() {
+                    blk[b % QK] = if b % 2 == 0 { 127.0 } else { -127.0 };
+                }
+                let want = reference(&deq, &x, rows, out, inp);
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for k in kernels() {
+                    let got = qw.matmul_with(k, &x, rows).expect("matmul");
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 2e-5 * scale,
+                            "{dtype:?} {k:?} [{out}, {inp}]: y[{i}] = {g}, want {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn q4_1_matches_dequantized_matmul() {
@@ -1312,5 +1441,8 @@ mod tests {
         assert!(QuantWeight::from_raw(GgmlDType::Q4_1, 2, 32, vec![0; 39]).is_err());
         assert!(QuantWeight::from_raw(GgmlDType::F32, 2, 32, vec![0; 256]).is_err());
         assert!(QuantWeight::from_raw(GgmlDType::Q8_0, 2, 32, vec![0; 68]).is_ok());
+        // K-quant rows are whole super-blocks of 256 weights.
+        assert!(QuantWeight::from_raw(GgmlDType::Q4K, 2, 128, vec![0; 144]).is_err());
+        assert!(QuantWeight::from_raw(GgmlDType::Q6K, 2, 256, vec![0; 420]).is_ok());
     }
 }

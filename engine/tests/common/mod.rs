@@ -28,7 +28,7 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-/// The default model file: `SOUFFLEUR_TEST_MODEL`, else `$SOUFFLEUR_HOME/models/…`, else `~/.souffleur/models/…`.
+/// The tiny model file (SmolLM2-135M): `SOUFFLEUR_TEST_MODEL`, else `$SOUFFLEUR_HOME/models/…`, else `~/.souffleur/models/…`.
 pub fn default_model_path() -> PathBuf {
     if let Some(p) = std::env::var_os("SOUFFLEUR_TEST_MODEL") {
         return PathBuf::from(p);
@@ -41,7 +41,7 @@ pub fn default_model_path() -> PathBuf {
     let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.is_file(),
-        "default model missing at {}: run `souffleur model fetch-default` (scripts/test.sh does)",
+        "tiny model missing at {}: run `souffleur model fetch smollm2-135m` (scripts/test.sh does)",
         path.display()
     );
     path

@@ -1,5 +1,5 @@
 //! Shared by the integration tests: a Souffleur server started with `--local` on a free
-//! loopback port (default model, temporary home), and a minimal LSP client that drives
+//! loopback port (the tiny model, temporary home), and a minimal LSP client that drives
 //! `souffleur-lsp` over stdio with `Content-Length` framing.
 
 #![allow(dead_code, missing_docs)]
@@ -39,7 +39,7 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The default model (`$SOUFFLEUR_HOME`, else `~/.souffleur`).
+/// The tiny model the tests serve (`$SOUFFLEUR_HOME`, else `~/.souffleur`).
 pub fn default_model() -> PathBuf {
     let home = std::env::var_os("SOUFFLEUR_HOME")
         .map(PathBuf::from)
@@ -48,7 +48,7 @@ pub fn default_model() -> PathBuf {
     let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.is_file(),
-        "default model missing at {}: run `souffleur model fetch-default`",
+        "tiny model missing at {}: run `souffleur model fetch smollm2-135m`",
         path.display()
     );
     path
@@ -89,6 +89,8 @@ fn start_server() -> TestServer {
     .expect("link model");
     let mut child = Command::new(souffleur_binary())
         .args(["serve", "--local", "--port", "0", "--exit-on-stdin-close"])
+        // The tiny model: these tests need some model, not a good one.
+        .env("SOUFFLEUR_MODEL", "smollm2-135m")
         .env("SOUFFLEUR_HOME", &home)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -156,6 +156,7 @@ impl ReviewModel for EngineModel {
             stop: vec!["\n\n".into()],
             cancel: self.cancel.clone(),
             speculation: self.speculation,
+            stop_rule: None,
         };
         let out = self
             .engine

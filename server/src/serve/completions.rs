@@ -18,7 +18,7 @@ use super::error::{ApiError, parse_json};
 use super::generate;
 use super::openai;
 use super::postprocess::{self, Mode};
-use super::prompt::{self, Budgets, BuiltPrompt, ContextSnippet};
+use super::prompt::{self, Budgets, BuiltPrompt, ContextSnippet, FilePlace};
 use super::state::{AppState, Caller};
 use super::{AuditInfo, AuditSlot};
 
@@ -178,6 +178,7 @@ async fn tabby(
         stop,
         cancel: cancel.clone(),
         speculation: super::request_speculation(&state, req.speculation.as_deref())?,
+        stop_rule: Some(stop_rule(&seg.prefix, mode, cfg.max_lines)),
     };
     let who = req.user.clone().unwrap_or_else(|| caller.name.clone());
     let key_user = format!("{}/{who}", caller.name);
@@ -292,9 +293,21 @@ fn build_prompt(
         });
     }
 
+    let place = seg
+        .filepath
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(|_| {
+            let (repo, path) = locate(state, caller, req);
+            FilePlace {
+                repo: repo.unwrap_or_else(|| repo_name_of_url(seg.git_url.as_deref())),
+                path,
+            }
+        });
     Ok(prompt::build(
         &model,
         language,
+        place.as_ref(),
         &seg.prefix,
         &suffix,
         &snippets,
@@ -305,6 +318,26 @@ fn build_prompt(
         },
         state.config.limits.max_prompt_tokens,
     )?)
+}
+
+/// Ends the generation as soon as post-processing would cut what follows (the end of
+/// the line, or of the block at the cursor), instead of running to the token limit.
+fn stop_rule(prefix: &str, mode: Mode, max_lines: usize) -> engine::StopRule {
+    // Only the cursor's line matters for the cut (and the indentation unit the lines
+    // before it show); a short tail keeps the rule cheap to run after every token.
+    let start = prefix
+        .char_indices()
+        .rev()
+        .nth(4096)
+        .map_or(0, |(i, _)| i);
+    let start = match prefix[start..].find('\n') {
+        Some(i) if start > 0 => start + i + 1,
+        _ => start,
+    };
+    let prefix = prefix[start..].to_string();
+    engine::StopRule(std::sync::Arc::new(move |raw: &str| {
+        postprocess::would_cut(raw, &prefix, mode, max_lines)
+    }))
 }
 
 /// The last `n` characters of `text`.
@@ -324,6 +357,43 @@ fn head_chars(text: &str, n: usize) -> &str {
     }
 }
 
+/// The indexed repository (of those the caller may read) that holds the request's file,
+/// and the file's path relative to it (else the path as sent).
+fn locate(state: &AppState, caller: &Caller, req: &TabbyRequest) -> (Option<String>, String) {
+    let seg = &req.segments;
+    let filepath = seg.filepath.as_deref().unwrap_or("");
+    let repos = state.repos_for(caller, seg.git_url.as_deref(), filepath);
+    state
+        .repos
+        .read()
+        .ok()
+        .and_then(|known| {
+            known
+                .iter()
+                .filter(|r| repos.contains(&r.name))
+                .find_map(|r| {
+                    std::path::Path::new(filepath)
+                        .strip_prefix(&r.path)
+                        .ok()
+                        .map(|p| (Some(r.name.clone()), p.to_string_lossy().into_owned()))
+                })
+        })
+        .or_else(|| match repos.as_slice() {
+            [only] => Some((Some(only.clone()), filepath.to_string())),
+            _ => None,
+        })
+        .unwrap_or_else(|| (None, filepath.to_string()))
+}
+
+/// A repository name from a git remote URL (`…/name.git` → `name`); `workspace` without one.
+fn repo_name_of_url(url: Option<&str>) -> String {
+    url.map(|u| u.trim_end_matches('/').trim_end_matches(".git"))
+        .and_then(|u| u.rsplit(['/', ':']).next())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("workspace")
+        .to_string()
+}
+
 /// Snippets from the code index for the cursor, limited to the caller's repositories.
 fn retrieve(
     state: &AppState,
@@ -341,23 +411,7 @@ fn retrieve(
     if repos.is_empty() {
         return Ok(Vec::new());
     }
-    // A path inside a known repository is matched repository-relative.
-    let relative = state
-        .repos
-        .read()
-        .ok()
-        .and_then(|known| {
-            known
-                .iter()
-                .filter(|r| repos.contains(&r.name))
-                .find_map(|r| {
-                    std::path::Path::new(filepath)
-                        .strip_prefix(&r.path)
-                        .ok()
-                        .map(|p| p.to_string_lossy().into_owned())
-                })
-        })
-        .unwrap_or_else(|| filepath.to_string());
+    let (_, relative) = locate(state, caller, req);
     // Retrieval looks at the lines before the cursor line, so the snippets (which open
     // the prompt) stay the same while a line is typed and the prefix cache keeps hitting.
     let stable_prefix = &seg.prefix[..seg.prefix.rfind('\n').map_or(0, |i| i + 1)];

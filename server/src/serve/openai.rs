@@ -174,6 +174,7 @@ fn generation(
         stop,
         cancel: CancelToken::new(),
         speculation: super::request_speculation(state, common.speculation.as_deref())?,
+        stop_rule: None,
     };
     Ok((request, common.stream, include_usage))
 }

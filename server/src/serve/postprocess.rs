@@ -65,6 +65,31 @@ pub fn finish(
     Some(text)
 }
 
+/// Whether a generation that produced `raw` so far can stop: [`finish`] already cuts
+/// text that more tokens could not bring back — a single-line completion has reached
+/// the line's end; a block has a line (with text, so its indentation is final) below
+/// the cursor's block, closes a bracket opened before the cursor, or passes
+/// `max_lines`. Checked after every token, so a block ends where it ends, not at the
+/// token limit.
+pub fn would_cut(raw: &str, prefix: &str, mode: Mode, max_lines: usize) -> bool {
+    match mode {
+        Mode::SingleLine => raw.contains('\n'),
+        Mode::MultiLine => {
+            let Some(last_nl) = raw.rfind('\n') else {
+                return false;
+            };
+            // A last line of whitespace alone may still be indented further.
+            let decided = if raw[last_nl + 1..].trim().is_empty() {
+                &raw[..last_nl]
+            } else {
+                raw
+            };
+            let text = normalise_indent(decided, prefix);
+            cut_block(&text, prefix, max_lines).trim_end().len() < text.trim_end().len()
+        }
+    }
+}
+
 /// The spaces and tabs a line starts with.
 fn leading_ws(line: &str) -> &str {
     let n = line.len() - line.trim_start_matches([' ', '\t']).len();
@@ -327,6 +352,31 @@ fn removable(text: &str, tail: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generation_stops_where_post_processing_cuts() {
+        let prefix = "def f(x):\n    ";
+        let block = Mode::MultiLine;
+        // Still inside the block: go on.
+        assert!(!would_cut("y = x + 1\n    return y", prefix, block, 20));
+        // A new line that may still be indented: go on.
+        assert!(!would_cut("y = x + 1\n    return y\n", prefix, block, 20));
+        assert!(!would_cut("y = x + 1\n    return y\n  ", prefix, block, 20));
+        // A line below the block's indentation: stop, and finish() keeps the block.
+        let raw = "y = x + 1\n    return y\n\ndef test_f";
+        assert!(would_cut(raw, prefix, block, 20));
+        assert_eq!(
+            finish(raw, prefix, "", block, 20).as_deref(),
+            Some("y = x + 1\n    return y")
+        );
+        // A bracket opened before the cursor is closed.
+        assert!(would_cut("1,\n    2)", "call(\n    ", block, 20));
+        // Past max_lines.
+        assert!(would_cut("a\n    b\n    c", prefix, block, 2));
+        // Single line: at the newline.
+        assert!(!would_cut("x + 1", "y = ", Mode::SingleLine, 20));
+        assert!(would_cut("x + 1\n", "y = ", Mode::SingleLine, 20));
+    }
 
     #[test]
     fn mode_follows_the_cursor_position() {

@@ -1,8 +1,10 @@
 //! Builds a completion prompt within token budgets: retrieved and client-sent
-//! snippets as comments with their paths, then the text around the cursor cut at
-//! line boundaries, in the model's fill-in-the-middle layout.
+//! snippets, then the text around the cursor cut at line boundaries, in the model's
+//! fill-in-the-middle layout. Models trained with a repository-level format
+//! (Qwen2.5-Coder, StarCoder2) see the snippets as files of the repository before the
+//! current file; other models see them as comments naming their paths.
 
-use engine::Model;
+use engine::{Model, RepoContext, RepoFile};
 
 /// A piece of context for the prompt.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -27,6 +29,15 @@ pub struct Budgets {
     pub suffix: usize,
     /// All snippets together.
     pub snippets: usize,
+}
+
+/// The file a completion happens in, for the repository-level format.
+#[derive(Debug, Clone)]
+pub struct FilePlace {
+    /// Repository name.
+    pub repo: String,
+    /// Repository-relative path of the file.
+    pub path: String,
 }
 
 /// A prompt ready for the engine.
@@ -175,11 +186,20 @@ pub fn render_snippet(marker: &str, snippet: &ContextSnippet) -> String {
     out
 }
 
+/// Text a snippet takes in the repository-level format (its markers count as one
+/// token each, added by the caller).
+fn repo_file_text(snippet: &ContextSnippet) -> String {
+    format!("{}\n{}\n", snippet.path, snippet.text.trim_end_matches('\n'))
+}
+
 /// Builds the prompt for a completion at the cursor, at most `max_tokens` long (and
-/// never longer than the model's context allows).
+/// never longer than the model's context allows). With `place` known and a model
+/// that has a repository-level format, snippets become files of the repository.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     model: &Model,
     language: &str,
+    place: Option<&FilePlace>,
     prefix: &str,
     suffix: &str,
     snippets: &[ContextSnippet],
@@ -188,6 +208,7 @@ pub fn build(
 ) -> engine::Result<BuiltPrompt> {
     // Never more than the model's context leaves room for.
     let max_tokens = max_tokens.min(model.info().config.context_length.saturating_sub(1));
+    let place = place.filter(|p| !p.path.is_empty() && model.fim().has_repo_format());
     let marker = comment_marker(language);
     let mut used = 0;
     let mut header = String::new();
@@ -196,8 +217,12 @@ pub fn build(
         if s.text.trim().is_empty() {
             continue;
         }
-        let block = render_snippet(marker, s);
-        let n = count(model, &block);
+        let block = match place {
+            Some(_) => repo_file_text(s),
+            None => render_snippet(marker, s),
+        };
+        // A file separator marker in the repository format.
+        let n = count(model, &block) + usize::from(place.is_some());
         if used + n > budgets.snippets {
             continue;
         }
@@ -221,8 +246,35 @@ pub fn build(
         } else {
             String::new()
         };
-        let prefix_text = format!("{header}{prefix}");
-        let tokens = model.completion_prompt(&prefix_text, &suffix)?;
+        let (tokens, prefix_text) = match place {
+            Some(place) => {
+                let files: Vec<RepoFile<'_>> = kept
+                    .iter()
+                    .map(|s| RepoFile {
+                        path: &s.path,
+                        text: &s.text,
+                    })
+                    .collect();
+                let repo = RepoContext {
+                    name: &place.repo,
+                    files: &files,
+                    path: &place.path,
+                };
+                let tokens = model.completion_prompt_in_repo(&repo, &prefix, &suffix)?;
+                // The text as the model sees it, markers named, for debugging and audit.
+                let mut text = format!("<|repo_name|>{}\n", place.repo);
+                for s in &kept {
+                    text.push_str("<|file_sep|>");
+                    text.push_str(&repo_file_text(s));
+                }
+                text.push_str(&format!("<|file_sep|>{}\n{prefix}", place.path));
+                (tokens, text)
+            }
+            None => {
+                let prefix_text = format!("{header}{prefix}");
+                (model.completion_prompt(&prefix_text, &suffix)?, prefix_text)
+            }
+        };
         // Pieces counted apart can tokenize longer together: shrink until it fits.
         let over = tokens.len().saturating_sub(max_tokens);
         if over == 0 || (prefix_budget == 0 && suffix_budget == 0) {

@@ -10,6 +10,7 @@
 
 use std::arch::x86_64::*;
 
+use super::kquants::{self, block_scales, int_offset};
 use super::{ActBlock, Format, QK};
 
 /// Two consecutive activation blocks `b0`, `b1` of one row, in the lane order of
@@ -123,6 +124,35 @@ pub(super) unsafe fn tile<const R: usize>(fmt: Format, w: &[u8], a: [&[ActPair];
                         (wq, dw, _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)))
                     }
                 }
+                Format::Q5_0 => {
+                    // d (f16), 32 high bits, 16 bytes of nibbles.
+                    let raw = _mm256_set_m128i(
+                        _mm_loadu_si128(b1[6..].as_ptr().cast()),
+                        _mm_loadu_si128(b0[6..].as_ptr().cast()),
+                    );
+                    let lo = _mm256_and_si256(raw, nibbles);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibbles);
+                    let wq = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    // High bits in the pair's lane order: b0[0..16] b1[0..16] b0[16..32] b1[16..32].
+                    let h0 = u64::from(b0[2..].as_ptr().cast::<u32>().read_unaligned());
+                    let h1 = u64::from(b1[2..].as_ptr().cast::<u32>().read_unaligned());
+                    let bits = (h0 & 0xffff)
+                        | ((h1 & 0xffff) << 16)
+                        | ((h0 >> 16) << 32)
+                        | ((h1 >> 16) << 48);
+                    let wq = _mm512_or_si512(wq, _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)));
+                    let h = _mm_cvtph_ps(_mm_setr_epi32(
+                        header(b0, 2) | (header(b1, 2) << 16),
+                        0,
+                        0,
+                        0,
+                    ));
+                    let dw = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(h));
+                    (wq, dw, _mm512_mul_ps(dw, _mm512_set1_ps(-16.0)))
+                }
+                Format::Q4K | Format::Q5K | Format::Q6K => {
+                    unreachable!("K-quants go through tile_k")
+                }
                 Format::Q8_0 => {
                     let x0 = _mm256_loadu_si256(b0[2..].as_ptr().cast());
                     let x1 = _mm256_loadu_si256(b1[2..].as_ptr().cast());
@@ -152,6 +182,77 @@ pub(super) unsafe fn tile<const R: usize>(fmt: Format, w: &[u8], a: [&[ActPair];
                 let scale = _mm512_mul_ps(dw, _mm512_load_ps(x.d.as_ptr()));
                 acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i]);
                 acc[i] = _mm512_fmadd_ps(mw, _mm512_load_ps(x.s.as_ptr()), acc[i]);
+            }
+        }
+    }
+    let mut out = [0f32; R];
+    for i in 0..R {
+        out[i] = _mm512_reduce_add_ps(acc[i]);
+    }
+    out
+}
+
+/// Dot products of one weight row of K-quant super-blocks (Q4_K, Q5_K, Q6_K) with
+/// `R` activation rows: each pair of sub-blocks is unpacked (with the AVX2 code)
+/// into the pair's lane order, its scales spread over the lanes, then multiplied
+/// as in [`tile`] (Q6_K's offset of 32 is taken off the integer sums).
+///
+/// # Safety
+/// The CPU must pass [`available`]; `w` must hold whole super-blocks of `fmt` and
+/// every `a[i]` four pairs per super-block.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn tile_k<const R: usize>(
+    fmt: Format,
+    w: &[u8],
+    a: [&[ActPair]; R],
+) -> [f32; R] {
+    let bb = fmt.block_bytes();
+    let offset = int_offset(fmt) != 0;
+    let c32 = _mm512_set1_epi8(32);
+    // Lanes 0..4 and 8..12 belong to the pair's first block, 4..8 and 12..16 to the
+    // second; the first 16 weights of each block sit in lanes 0..8.
+    let a_idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    let b_idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for (bi, blk) in w.chunks_exact(bb).enumerate() {
+        let scales = block_scales(fmt, blk);
+        for p in 0..4 {
+            let (j0, j1) = (2 * p, 2 * p + 1);
+            // SAFETY: `blk` is a whole super-block of `fmt`.
+            let (u0, u1) = unsafe {
+                (
+                    kquants::avx2::unpack(fmt, blk.as_ptr(), j0),
+                    kquants::avx2::unpack(fmt, blk.as_ptr(), j1),
+                )
+            };
+            let lo = _mm256_permute2x128_si256::<0x20>(u0, u1);
+            let hi = _mm256_permute2x128_si256::<0x31>(u0, u1);
+            let wq = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            let (s0, s1) = (scales[j0], scales[j1]);
+            let ah = _mm512_castps128_ps512(_mm_setr_ps(s0.0[0], s1.0[0], s0.0[1], s1.0[1]));
+            let dw = _mm512_permutexvar_ps(a_idx, ah);
+            let bh = _mm512_castps128_ps512(_mm_setr_ps(s0.1, s1.1, 0.0, 0.0));
+            let mw = _mm512_permutexvar_ps(b_idx, bh);
+            for i in 0..R {
+                // SAFETY: `a[i]` holds four pairs per super-block (caller's contract);
+                // an `ActPair` is 64-byte aligned, as the aligned loads need.
+                unsafe {
+                    let x = a[i].get_unchecked(4 * bi + p);
+                    let xq = _mm512_load_si512(x.qs.as_ptr().cast());
+                    let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, xq);
+                    if offset {
+                        dot = _mm512_sub_epi32(
+                            dot,
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), c32, xq),
+                        );
+                    }
+                    let scale = _mm512_mul_ps(dw, _mm512_load_ps(x.d.as_ptr()));
+                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i]);
+                    if !offset {
+                        acc[i] = _mm512_fmadd_ps(mw, _mm512_load_ps(x.s.as_ptr()), acc[i]);
+                    }
+                }
             }
         }
     }
