@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Engine benchmark on the default model, with llama.cpp (llama-cpp-python) on the same
 # GGUF and thread count in the same run; prints both results and their ratios.
-#   bash benches/engine_bench.sh            # needs the default model (souffleur model fetch-default)
-# The peer needs llama-cpp-python: scripts/reference/setup.sh builds it into .venv-ref
+#   bash benches/engine_bench.sh            # the default model (souffleur model fetch-default)
+#   MODEL=~/.souffleur/models/SmolLM2-135M-Instruct.Q4_1.gguf bash benches/engine_bench.sh
+# The peer needs llama-cpp-python: benches/setup_peer.sh builds it into .venv-peer
 # (or set PEER_PYTHON to an interpreter that has it). Without it only Souffleur is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOME_DIR=${SOUFFLEUR_HOME:-$HOME/.souffleur}
-MODEL=${MODEL:-$HOME_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+MODEL=${MODEL:-$HOME_DIR/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}
 PROMPT=${PROMPT:-engine/tests/fixtures/bench_prompt.rs}
 RUNS=${RUNS:-5}
-PEER_PYTHON=${PEER_PYTHON:-.venv-ref/bin/python}
+if [ -z "${PEER_PYTHON:-}" ]; then
+  PEER_PYTHON=.venv-peer/bin/python
+  [ -x "$PEER_PYTHON" ] || PEER_PYTHON=.venv-ref/bin/python
+fi
 cargo build --release -q -p souffleur-benches --bin engine_bench
 ours=$(target/release/engine_bench "$MODEL" "$PROMPT" "$RUNS")
 echo "$ours"

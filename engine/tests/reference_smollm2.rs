@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{default_model_path, fixtures, greedy, ids, json, prompt_logits};
+use common::{Agreement, compare, default_model_path, fixtures, ids, json};
 use engine::Model;
 
 /// Top-1 agreement with llama.cpp's Q4_1 logits. llama.cpp itself reaches only 94–97%
@@ -61,81 +61,9 @@ fn special_token_text_in_user_input_is_not_a_control_token() {
     assert!(ids.iter().all(|&i| !tok.is_control(i)));
 }
 
-/// What one fixture says about our logits and greedy continuations.
-struct Agreement {
-    positions: usize,
-    top1_equal: usize,
-    max_abs_diff: f32,
-    greedy_identical: usize,
-    prompts: usize,
-}
-
-/// Compares prompt logits and greedy continuations with a fixture. A greedy continuation
-/// may leave the reference only at a step where the reference itself was nearly tied.
+/// Compares prompt logits and greedy continuations with a fixture.
 fn compare_with(fixture: &str) -> Agreement {
-    let fx = json(fixture);
-    let mut a = Agreement {
-        positions: 0,
-        top1_equal: 0,
-        max_abs_diff: 0.0,
-        greedy_identical: 0,
-        prompts: 0,
-    };
-    for p in fx["prompts"].as_array().expect("prompts") {
-        a.prompts += 1;
-        let prompt = ids(&p["prompt_ids"]);
-        let logits = prompt_logits(model(), &prompt);
-        let reference = p["positions"].as_array().expect("positions");
-        assert_eq!(logits.len(), reference.len());
-        for (row, r) in logits.iter().zip(reference) {
-            let top = ids(&r["top_ids"]);
-            let top_logits = floats(&r["top_logits"]);
-            a.positions += 1;
-            if engine::sampling::argmax(row) == top[0] {
-                a.top1_equal += 1;
-            }
-            for (&id, &l) in top.iter().zip(&top_logits) {
-                a.max_abs_diff = a.max_abs_diff.max((row[id as usize] - l).abs());
-            }
-        }
-        let expected = ids(&p["greedy_ids"]);
-        let ours = greedy(model(), &prompt, expected.len());
-        let same = ours
-            .iter()
-            .zip(&expected)
-            .take_while(|(x, y)| x == y)
-            .count();
-        if same == expected.len() {
-            a.greedy_identical += 1;
-            continue;
-        }
-        let step = &p["greedy_steps"][same];
-        let margin = floats(&step["top_logits"])
-            .get(..2)
-            .map(|t| t[0] - t[1])
-            .expect("two reference logits");
-        eprintln!(
-            "{fixture} {}: greedy equal for {same}/{} tokens; reference margin there {margin:.3}",
-            p["name"],
-            expected.len()
-        );
-        assert!(
-            f64::from(margin) <= MARGIN,
-            "{}: greedy left the reference at step {same} where its top-1 led by {margin:.3}",
-            p["name"]
-        );
-    }
-    let rate = a.top1_equal as f64 / a.positions as f64;
-    eprintln!(
-        "{fixture}: top-1 agreement {}/{} = {:.2}%, max |Δlogit| on the reference top-5 = {:.3}, greedy identical on {}/{} prompts",
-        a.top1_equal,
-        a.positions,
-        rate * 100.0,
-        a.max_abs_diff,
-        a.greedy_identical,
-        a.prompts
-    );
-    a
+    compare(model(), &json(fixture), fixture, MARGIN)
 }
 
 /// The token ids of the llama.cpp fixture's prompts.
@@ -145,14 +73,6 @@ fn reference_prompts() -> Vec<Vec<u32>> {
         .expect("prompts")
         .iter()
         .map(|p| ids(&p["prompt_ids"]))
-        .collect()
-}
-
-fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array of numbers")
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
         .collect()
 }
 

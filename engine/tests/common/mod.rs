@@ -88,3 +88,95 @@ pub fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
     }
     out
 }
+
+/// What one fixture says about our logits and greedy continuations.
+pub struct Agreement {
+    /// Prompt positions compared.
+    pub positions: usize,
+    /// Positions whose top-1 token equals the reference's.
+    pub top1_equal: usize,
+    /// Largest |Δlogit| over the reference's top-5 ids.
+    pub max_abs_diff: f32,
+    /// Prompts whose greedy continuation equals the reference's.
+    pub greedy_identical: usize,
+    /// Prompts compared.
+    pub prompts: usize,
+}
+
+/// Compares `model`'s prompt logits and greedy continuations with fixture `fx` (named
+/// `fixture` in messages). A greedy continuation may leave the reference only at a step
+/// where the reference's top-1 led by at most `margin`.
+pub fn compare(model: &Model, fx: &serde_json::Value, fixture: &str, margin_max: f64) -> Agreement {
+    let mut a = Agreement {
+        positions: 0,
+        top1_equal: 0,
+        max_abs_diff: 0.0,
+        greedy_identical: 0,
+        prompts: 0,
+    };
+    for p in fx["prompts"].as_array().expect("prompts") {
+        a.prompts += 1;
+        let prompt = ids(&p["prompt_ids"]);
+        let logits = prompt_logits(model, &prompt);
+        let reference = p["positions"].as_array().expect("positions");
+        assert_eq!(logits.len(), reference.len());
+        for (row, r) in logits.iter().zip(reference) {
+            let top = ids(&r["top_ids"]);
+            let top_logits = floats(&r["top_logits"]);
+            a.positions += 1;
+            if engine::sampling::argmax(row) == top[0] {
+                a.top1_equal += 1;
+            }
+            for (&id, &l) in top.iter().zip(&top_logits) {
+                a.max_abs_diff = a.max_abs_diff.max((row[id as usize] - l).abs());
+            }
+        }
+        let expected = ids(&p["greedy_ids"]);
+        let ours = greedy(model, &prompt, expected.len());
+        let same = ours
+            .iter()
+            .zip(&expected)
+            .take_while(|(x, y)| x == y)
+            .count();
+        if same == expected.len() {
+            a.greedy_identical += 1;
+            continue;
+        }
+        let step = &p["greedy_steps"][same];
+        let margin = floats(&step["top_logits"])
+            .get(..2)
+            .map(|t| t[0] - t[1])
+            .expect("two reference logits");
+        eprintln!(
+            "{fixture} {}: greedy equal for {same}/{} tokens; reference margin there {margin:.3}",
+            p["name"],
+            expected.len()
+        );
+        assert!(
+            f64::from(margin) <= margin_max,
+            "{}: greedy left the reference at step {same} where its top-1 led by {margin:.3}",
+            p["name"]
+        );
+    }
+    let rate = a.top1_equal as f64 / a.positions as f64;
+    eprintln!(
+        "{fixture}: top-1 agreement {}/{} = {:.2}%, max |Δlogit| on the reference top-5 = {:.3}, greedy identical on {}/{} prompts",
+        a.top1_equal,
+        a.positions,
+        rate * 100.0,
+        a.max_abs_diff,
+        a.greedy_identical,
+        a.prompts
+    );
+    a
+}
+
+/// Numbers from a JSON array.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("array of numbers")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
+

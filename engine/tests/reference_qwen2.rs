@@ -1,0 +1,130 @@
+//! The default model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF: Q5_0, Q4_K, Q6_K and Q8_0
+//! weights) against llama.cpp fixtures (`scripts/reference/qwen2_reference.py`): tokenizer
+//! ids on real source files, fill-in-the-middle prompts token for token, top-1 logits and
+//! greedy continuations on plain code and FIM prompts, and the repository-level format.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use common::{compare, fixtures, ids, json};
+use engine::{FimStyle, Model, RepoContext, RepoFile};
+
+/// Top-1 agreement with llama.cpp's logits on the prompts' positions.
+const MIN_TOP1_AGREEMENT: f64 = 0.95;
+
+/// Reference top-1/top-2 gap above which a greedy step must match.
+const MARGIN: f64 = 1.0;
+
+fn model_path() -> PathBuf {
+    let home = std::env::var_os("SOUFFLEUR_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".souffleur")
+        });
+    let path = home.join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    assert!(
+        path.is_file(),
+        "default model missing at {}: run `souffleur model fetch-default` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| Model::load(&model_path()).expect("default model loads"))
+}
+
+fn fixture() -> &'static serde_json::Value {
+    static FX: OnceLock<serde_json::Value> = OnceLock::new();
+    FX.get_or_init(|| json("qwen2_reference.json"))
+}
+
+#[test]
+fn tokenizer_matches_llama_cpp_on_real_source_files() {
+    let tok = model().tokenizer();
+    let fx = fixture();
+    for f in fx["files"].as_array().expect("files") {
+        let name = f["file"].as_str().expect("name");
+        let text =
+            std::fs::read_to_string(fixtures().join("corpus").join(name)).expect("corpus file");
+        let actual = tok.encode(&text).expect("encode");
+        assert_eq!(actual, ids(&f["ids"]), "token ids differ for {name}");
+        assert_eq!(tok.decode(&actual), text, "decode does not round-trip {name}");
+    }
+    for s in fx["strings"].as_array().expect("strings") {
+        let text = s["text"].as_str().expect("text");
+        assert_eq!(tok.encode(text).expect("encode"), ids(&s["ids"]), "{text:?}");
+    }
+}
+
+#[test]
+fn fim_prompts_are_llama_cpps_token_for_token() {
+    assert_eq!(model().fim().style(), FimStyle::Qwen);
+    assert!(model().fim().has_repo_format());
+    let fx = fixture();
+    assert_eq!(ids(&fx["fim_ids"]), vec![151659, 151661, 151660]);
+    let mut checked = 0;
+    for p in fx["prompts"].as_array().expect("prompts") {
+        if p["kind"] != "fim" {
+            continue;
+        }
+        let prefix = p["prefix"].as_str().expect("prefix");
+        let suffix = p["suffix"].as_str().expect("suffix");
+        let ours = model().completion_prompt(prefix, suffix).expect("prompt");
+        assert_eq!(ours, ids(&p["prompt_ids"]), "{}", p["name"]);
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}
+
+#[test]
+fn logits_and_greedy_continuations_match_llama_cpp() {
+    let a = compare(model(), fixture(), "qwen2_reference.json", MARGIN);
+    let rate = a.top1_equal as f64 / a.positions as f64;
+    assert!(
+        rate >= MIN_TOP1_AGREEMENT,
+        "top-1 agreement with llama.cpp {rate:.4} < {MIN_TOP1_AGREEMENT}"
+    );
+    // Divergences happen only at near-ties (checked in `compare`); most continuations
+    // must be identical.
+    assert!(
+        a.greedy_identical * 2 >= a.prompts,
+        "greedy continuations differ from llama.cpp on most prompts ({}/{})",
+        a.greedy_identical,
+        a.prompts
+    );
+}
+
+#[test]
+fn repository_level_prompt_layout() {
+    let m = model();
+    let tok = m.tokenizer();
+    let repo_name = tok.token_id("<|repo_name|>").expect("repo_name token");
+    let file_sep = tok.token_id("<|file_sep|>").expect("file_sep token");
+    let files = [RepoFile {
+        path: "src/util.py",
+        text: "def helper(x):\n    return x * 2\n",
+    }];
+    let repo = RepoContext {
+        name: "app",
+        files: &files,
+        path: "src/main.py",
+    };
+    let ids = m
+        .completion_prompt_in_repo(&repo, "import util\n", "\n")
+        .expect("prompt");
+    let mut want = vec![repo_name];
+    want.extend(tok.encode("app\n").expect("encode"));
+    want.push(file_sep);
+    want.extend(
+        tok.encode("src/util.py\ndef helper(x):\n    return x * 2\n")
+            .expect("encode"),
+    );
+    want.push(file_sep);
+    want.extend(tok.encode("src/main.py\n").expect("encode"));
+    want.extend(m.completion_prompt("import util\n", "\n").expect("fim"));
+    assert_eq!(ids, want);
+}
