@@ -12,8 +12,8 @@
 #
 # Usage: benches/load_bench.sh [OUT.json]
 # Environment:
-#   MODEL      GGUF of the default model (default: $SOUFFLEUR_HOME/models/... or
-#              ~/.souffleur/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+#   MODEL      GGUF to serve (default: the default model, Qwen2.5-Coder-0.5B, in
+#              $SOUFFLEUR_HOME/models or ~/.souffleur/models)
 #   CORPUS     repository source to copy (default: regex-automata from ~/.cargo/registry/src)
 #   LEVELS     client counts (default 1,4,16); DURATION of each measurement window in seconds
 #              (default 60); WARMUP: least warm-up in seconds (default 10; it also lasts until
@@ -27,7 +27,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model_home="${SOUFFLEUR_HOME:-$HOME/.souffleur}"
-model="${MODEL:-$model_home/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+model="${MODEL:-$model_home/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}"
 corpus_src="${CORPUS:-$(ls -d "$HOME"/.cargo/registry/src/*/regex-automata-0.4.* | sort -V | tail -n 1)}"
 levels="${LEVELS:-1,4,16}"
 warmup="${WARMUP:-10}"
@@ -51,7 +51,11 @@ work="$(mktemp -d -t souffleur-load-bench.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 export SOUFFLEUR_HOME="$work/home"
 mkdir -p "$SOUFFLEUR_HOME/models"
-ln -s "$(realpath "$model")" "$SOUFFLEUR_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+ln -s "$(realpath "$model")" "$SOUFFLEUR_HOME/models/$(basename "$model")"
+# The servers load_gen starts serve this model (it need not be the catalogue default).
+export SOUFFLEUR_MODEL="$(basename "$model")"
+# Its verified hash, so that start-up does not hash the file again.
+cp "$model_home/models/.sha256-cache" "$SOUFFLEUR_HOME/models/" 2>/dev/null || true
 if [[ -n "${SPECULATION:-}" ]]; then
     printf '[scheduler]\nspeculation = "%s"\n' "$SPECULATION" >"$SOUFFLEUR_HOME/config.toml"
 fi

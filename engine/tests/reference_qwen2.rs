@@ -52,11 +52,19 @@ fn tokenizer_matches_llama_cpp_on_real_source_files() {
             std::fs::read_to_string(fixtures().join("corpus").join(name)).expect("corpus file");
         let actual = tok.encode(&text).expect("encode");
         assert_eq!(actual, ids(&f["ids"]), "token ids differ for {name}");
-        assert_eq!(tok.decode(&actual), text, "decode does not round-trip {name}");
+        assert_eq!(
+            tok.decode(&actual),
+            text,
+            "decode does not round-trip {name}"
+        );
     }
     for s in fx["strings"].as_array().expect("strings") {
         let text = s["text"].as_str().expect("text");
-        assert_eq!(tok.encode(text).expect("encode"), ids(&s["ids"]), "{text:?}");
+        assert_eq!(
+            tok.encode(text).expect("encode"),
+            ids(&s["ids"]),
+            "{text:?}"
+        );
     }
 }
 

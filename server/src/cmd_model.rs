@@ -78,7 +78,11 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
                     "  {:<20} {:>7.1} MB  {:<13} {}{}\n  {:<20} roles: {}; licence: {}",
                     m.name,
                     m.bytes as f64 / 1e6,
-                    if installed { "installed" } else { "not installed" },
+                    if installed {
+                        "installed"
+                    } else {
+                        "not installed"
+                    },
                     m.description,
                     if std::ptr::eq(*m, catalogue::DEFAULT) {
                         " (default)"
@@ -101,7 +105,9 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
                     "  {}\t{:.1} MB{}{}",
                     m.name,
                     m.bytes as f64 / 1e6,
-                    m.catalogue.map(|c| format!("\t[{}]", c.name)).unwrap_or_default(),
+                    m.catalogue
+                        .map(|c| format!("\t[{}]", c.name))
+                        .unwrap_or_default(),
                     if m.is_default { "\t(default)" } else { "" }
                 );
                 if verify && m.path.is_file() {
@@ -109,7 +115,8 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
                     let verdict = match model_store::catalogue_pin(&m.path) {
                         Some(pin) if pin.sha256 == sum => " (matches pin)".to_string(),
                         Some(pin) => {
-                            damaged.push(format!("{} (`souffleur model fetch {}`)", m.name, pin.name));
+                            damaged
+                                .push(format!("{} (`souffleur model fetch {}`)", m.name, pin.name));
                             " (DOES NOT MATCH the catalogue's pin)".to_string()
                         }
                         None => String::new(),
@@ -215,7 +222,11 @@ fn fetch(home: &Home, model: &CatalogueModel, from: Option<PathBuf>) -> Result<(
     }
     match model_store::fetch(home, model, from.as_deref())? {
         FetchOutcome::AlreadyPresent(p) => {
-            println!("{} already installed and verified: {}", model.name, p.display())
+            println!(
+                "{} already installed and verified: {}",
+                model.name,
+                p.display()
+            )
         }
         FetchOutcome::Installed(p) => {
             println!("installed and verified {}: {}", model.name, p.display())

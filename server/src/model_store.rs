@@ -14,7 +14,10 @@ use crate::home::Home;
 /// The catalogue's model for a model file, when `path` is one of the catalogue's files.
 pub fn catalogue_pin(path: &Path) -> Option<&'static CatalogueModel> {
     let name = path.file_name()?.to_str()?;
-    catalogue::MODELS.iter().copied().find(|m| m.file_name == name)
+    catalogue::MODELS
+        .iter()
+        .copied()
+        .find(|m| m.file_name == name)
 }
 
 /// Name of the file (in the models directory) that remembers verified hashes.

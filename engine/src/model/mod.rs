@@ -198,7 +198,8 @@ impl Model {
         if !self.fim.has_repo_format() {
             return self.completion_prompt(prefix, suffix);
         }
-        self.fim.build_in_repo(&self.tokenizer, repo, prefix, suffix)
+        self.fim
+            .build_in_repo(&self.tokenizer, repo, prefix, suffix)
     }
 
     /// Prompt ids for completing between `prefix` and `suffix` (prefix-only models ignore the suffix).

@@ -296,7 +296,7 @@ fn build_prompt(
     let place = seg
         .filepath
         .as_deref()
-        .filter(|p| !p.is_empty())
+        .filter(|p| cfg.repository_format && !p.is_empty())
         .map(|_| {
             let (repo, path) = locate(state, caller, req);
             FilePlace {
@@ -325,11 +325,7 @@ fn build_prompt(
 fn stop_rule(prefix: &str, mode: Mode, max_lines: usize) -> engine::StopRule {
     // Only the cursor's line matters for the cut (and the indentation unit the lines
     // before it show); a short tail keeps the rule cheap to run after every token.
-    let start = prefix
-        .char_indices()
-        .rev()
-        .nth(4096)
-        .map_or(0, |(i, _)| i);
+    let start = prefix.char_indices().rev().nth(4096).map_or(0, |(i, _)| i);
     let start = match prefix[start..].find('\n') {
         Some(i) if start > 0 => start + i + 1,
         _ => start,

@@ -135,6 +135,10 @@ pub struct CompletionSection {
     pub multi_line_tokens: usize,
     /// Most lines of a multi-line completion.
     pub max_lines: usize,
+    /// Show snippets to models that have a repository-level format (Qwen2.5-Coder,
+    /// StarCoder2) in that format, as files of the repository (`true`), or as comments
+    /// naming their paths, as for other models (`false`).
+    pub repository_format: bool,
 }
 
 impl Default for CompletionSection {
@@ -146,6 +150,7 @@ impl Default for CompletionSection {
             single_line_tokens: 32,
             multi_line_tokens: 96,
             max_lines: 12,
+            repository_format: true,
         }
     }
 }

@@ -189,7 +189,11 @@ pub fn render_snippet(marker: &str, snippet: &ContextSnippet) -> String {
 /// Text a snippet takes in the repository-level format (its markers count as one
 /// token each, added by the caller).
 fn repo_file_text(snippet: &ContextSnippet) -> String {
-    format!("{}\n{}\n", snippet.path, snippet.text.trim_end_matches('\n'))
+    format!(
+        "{}\n{}\n",
+        snippet.path,
+        snippet.text.trim_end_matches('\n')
+    )
 }
 
 /// Builds the prompt for a completion at the cursor, at most `max_tokens` long (and

@@ -140,7 +140,8 @@ pub(super) unsafe fn tile<const R: usize>(fmt: Format, w: &[u8], a: [&[ActPair];
                         | ((h1 & 0xffff) << 16)
                         | ((h0 >> 16) << 32)
                         | ((h1 >> 16) << 48);
-                    let wq = _mm512_or_si512(wq, _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)));
+                    let wq =
+                        _mm512_or_si512(wq, _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)));
                     let h = _mm_cvtph_ps(_mm_setr_epi32(
                         header(b0, 2) | (header(b1, 2) << 16),
                         0,
@@ -202,11 +203,7 @@ pub(super) unsafe fn tile<const R: usize>(fmt: Format, w: &[u8], a: [&[ActPair];
 /// every `a[i]` four pairs per super-block.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn tile_k<const R: usize>(
-    fmt: Format,
-    w: &[u8],
-    a: [&[ActPair]; R],
-) -> [f32; R] {
+pub(super) unsafe fn tile_k<const R: usize>(fmt: Format, w: &[u8], a: [&[ActPair]; R]) -> [f32; R] {
     let bb = fmt.block_bytes();
     let offset = int_offset(fmt) != 0;
     let c32 = _mm512_set1_epi8(32);

@@ -101,7 +101,11 @@ pub(super) fn sub_weights(fmt: Format, blk: &[u8], j: usize) -> [u8; QK] {
             let qs_at = if fmt == Format::Q4K { 16 } else { 48 };
             let qs = &blk[qs_at + 32 * (j / 2)..qs_at + 32 * (j / 2) + 32];
             for (l, v) in u.iter_mut().enumerate() {
-                *v = if j % 2 == 0 { qs[l] & 0x0f } else { qs[l] >> 4 };
+                *v = if j.is_multiple_of(2) {
+                    qs[l] & 0x0f
+                } else {
+                    qs[l] >> 4
+                };
                 if fmt == Format::Q5K {
                     *v |= ((blk[16 + l] >> j) & 1) << 4;
                 }
@@ -125,11 +129,7 @@ pub(super) fn sub_weights(fmt: Format, blk: &[u8], j: usize) -> [u8; QK] {
 
 /// Dot products of one weight row (of `fmt`, Q5_0 or a K-quant) with `R`
 /// activation rows, portable Rust.
-pub(super) fn tile_scalar<const R: usize>(
-    fmt: Format,
-    w: &[u8],
-    a: [&[ActBlock]; R],
-) -> [f32; R] {
+pub(super) fn tile_scalar<const R: usize>(fmt: Format, w: &[u8], a: [&[ActBlock]; R]) -> [f32; R] {
     let subs = fmt.block_values() / QK;
     let off = int_offset(fmt);
     let mut acc = [0f32; R];
@@ -178,8 +178,8 @@ pub(super) mod avx2 {
         let spread = _mm256_shuffle_epi8(
             v,
             _mm256_setr_epi8(
-                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
-                3, 3, 3, 3, 3,
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3,
+                3, 3, 3, 3,
             ),
         );
         let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
@@ -299,20 +299,7 @@ mod tests {
     fn scale_min_unpacking_follows_the_packed_layout() {
         // Sub-blocks 0..4 take the low 6 bits of bytes 0..4 (scales) and 4..8 (mins);
         // sub-blocks 4..8 take nibbles of bytes 8..12 and the top 2 bits of bytes 0..8.
-        let q = [
-            0xc1,
-            2,
-            3,
-            4,
-            0x85,
-            6,
-            7,
-            8,
-            0x9a,
-            0xbc,
-            0xde,
-            0xf1,
-        ];
+        let q = [0xc1, 2, 3, 4, 0x85, 6, 7, 8, 0x9a, 0xbc, 0xde, 0xf1];
         assert_eq!(scale_min_k4(0, &q), (1, 5));
         assert_eq!(scale_min_k4(3, &q), (4, 8));
         assert_eq!(scale_min_k4(4, &q), (0x0a | (3 << 4), 0x09 | (2 << 4)));

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Repository-level line completion (benches/repo_infill/run.py) through a real
+# `souffleur serve` (release) on real repositories nobody here wrote, each copied into a
+# git repository and indexed: the Python standard library's `email` package and the
+# `ignore` crate from the local cargo registry. Runs retrieval on and off with the
+# model's repository-level prompt format, then retrieval on with snippets as comments
+# (`[completion] repository_format = false`).
+#
+#   bash benches/repo_infill_bench.sh            # default model, 50 positions per repository
+# Environment: MODEL (catalogue name), PER_REPO, SEED, LOG (per-task JSON lines), PROFILE.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+model="${MODEL:-qwen2.5-coder-0.5b}"
+per_repo="${PER_REPO:-50}"
+seed="${SEED:-7}"
+models_dir="${SOUFFLEUR_HOME:-$HOME/.souffleur}/models"
+source "$root/benches/build_bins.sh"
+souffleur="$bin_dir/souffleur"
+
+work="$(mktemp -d -t souffleur-repo-infill.XXXXXX)"
+server_pid=""
+cleanup() { [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+export SOUFFLEUR_HOME="$work/home"
+mkdir -p "$SOUFFLEUR_HOME/models"
+for f in "$models_dir"/*.gguf; do ln -s "$(realpath "$f")" "$SOUFFLEUR_HOME/models/"; done
+cp "$models_dir/.sha256-cache" "$SOUFFLEUR_HOME/models/" 2>/dev/null || true
+export SOUFFLEUR_MODEL="$model"
+
+email_src="$(python3 -c 'import email, os; print(os.path.dirname(email.__file__))')"
+ignore_src="$(ls -d "$HOME"/.cargo/registry/src/*/ignore-0.4.* | sort -V | tail -n 1)"
+repos=()
+for src in "$email_src" "$ignore_src"; do
+  name="$(basename "$src")"
+  mkdir -p "$work/$name"
+  tar -C "$src" -cf - --exclude=.git --exclude=target --exclude=__pycache__ . | tar -C "$work/$name" -xf -
+  git -C "$work/$name" init -q
+  git -C "$work/$name" add -A -f
+  git -C "$work/$name" -c user.name=bench -c user.email=bench@localhost commit -q -m snapshot
+  "$souffleur" index add "$work/$name" --name "$name" >&2
+  repos+=(--repo "$work/$name")
+done
+
+serve() {
+  "$souffleur" serve --local --port 0 >"$work/serve.out" 2>"$work/serve.err" &
+  server_pid=$!
+  url=""
+  for _ in $(seq 600); do
+    url="$(grep -o 'http://[0-9.:]*' "$work/serve.out" 2>/dev/null | head -n 1 || true)"
+    [[ -n "$url" ]] && return 0
+    kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.err" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "server did not start" >&2; exit 1
+}
+stop() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+log_args=()
+[[ -n "${LOG:-}" ]] && log_args=(--log "$LOG")
+echo "$(date -u +%FT%TZ) $model, $per_repo positions per repository, seed $seed, $(nproc) cores" >&2
+
+serve
+"${PYTHON:-python3}" benches/repo_infill/run.py --server "$url" "${repos[@]}" --per-repo "$per_repo" \
+  --seed "$seed" --modes on,off --label "repository format" "${log_args[@]}"
+stop
+printf '[completion]\nrepository_format = false\n' >"$SOUFFLEUR_HOME/config.toml"
+serve
+"${PYTHON:-python3}" benches/repo_infill/run.py --server "$url" "${repos[@]}" --per-repo "$per_repo" \
+  --seed "$seed" --modes on --label "comment snippets" "${log_args[@]}"
+stop
