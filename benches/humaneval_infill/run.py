@@ -112,6 +112,11 @@ class Peer:
         self.markers = [tok(m) for m in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")]
         if any(len(m) != 1 for m in self.markers):
             sys.exit(f"{gguf} has no Qwen fill-in-the-middle tokens")
+        # Generation ends at the end-of-text token or any other control token of the model's
+        # repository/FIM/chat vocabulary.
+        ends = ["<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>",
+                "<|im_start|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
+        self.stops = {ids[0] for ids in map(tok, ends) if len(ids) == 1} | {self.llm.token_eos()}
         self.max_tokens = max_tokens
 
     def complete(self, prefix, suffix):
@@ -124,7 +129,7 @@ class Peer:
         out = []
         for _ in range(self.max_tokens):
             t = llm.sample(temp=0.0)
-            if llm.token_eos() == t or t in (pre, suf, mid) or llm._model.token_is_eog(t):
+            if t in self.stops:
                 break
             out.append(t)
             if b"\n" in llm.detokenize(out):

@@ -127,9 +127,8 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
             }
             if !damaged.is_empty() {
                 bail!(
-                    "{} do(es) not match the pinned SHA-256: delete and re-fetch with {}",
-                    damaged.join(", "),
-                    "the command given"
+                    "{} do(es) not match the pinned SHA-256: delete and fetch again with the command shown",
+                    damaged.join(", ")
                 );
             }
             Ok(())

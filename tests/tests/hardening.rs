@@ -177,11 +177,15 @@ fn a_damaged_builtin_model_is_refused_at_load_and_by_verify() {
         "{}",
         verify.stdout
     );
-    assert!(verify.stderr.contains("fetch-default"), "{}", verify.stderr);
+    assert!(
+        verify.stderr.contains("souffleur model fetch smollm2-135m"),
+        "{}",
+        verify.stderr
+    );
     let serve = run_cli(&home, None, &["serve", "--port", "0", "--local"], None);
     assert_ne!(serve.code, 0, "a damaged model must not be served");
     assert!(
-        serve.stderr.contains("SHA-256") && serve.stderr.contains("fetch-default"),
+        serve.stderr.contains("SHA-256") && serve.stderr.contains("model fetch smollm2-135m"),
         "{}",
         serve.stderr
     );

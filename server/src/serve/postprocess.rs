@@ -245,6 +245,9 @@ fn cut_block(raw: &str, prefix: &str, max_lines: usize) -> String {
     let mut out: Vec<&str> = Vec::new();
     let mut depth: i64 = 0;
     let mut blank_run = 0;
+    // Indentation of the completion's first line with text: after a blank line, a line
+    // indented less than it starts something else (the next function, test code).
+    let mut first_indent: Option<usize> = None;
     for (i, line) in raw.split('\n').enumerate() {
         if i >= max_lines {
             break;
@@ -257,10 +260,22 @@ fn cut_block(raw: &str, prefix: &str, max_lines: usize) -> String {
             out.push(line);
             continue;
         }
+        let indent = if i > 0 {
+            indent_of(line)
+        } else if cursor_line.trim().is_empty() {
+            cursor_line.len() + indent_of(line)
+        } else {
+            indent_of(cursor_line)
+        };
+
+        if blank_run > 0 && first_indent.is_some_and(|f| indent < f) {
+            break;
+        }
         blank_run = 0;
         if i > 0 && indent_of(line) < base {
             break;
         }
+        first_indent.get_or_insert(indent);
         let mut cut_at = None;
         for (pos, c) in line.char_indices() {
             match c {
@@ -373,6 +388,20 @@ mod tests {
         assert!(would_cut("1,\n    2)", "call(\n    ", block, 20));
         // Past max_lines.
         assert!(would_cut("a\n    b\n    c", prefix, block, 2));
+        // At column 0 of an empty line: a blank line and a line indented less than the
+        // block's first line end it.
+        let raw = "    largest = 1\n    return largest\n\n# Check\ndef check():";
+        assert!(would_cut(raw, "def f(n):\n", block, 20));
+        assert_eq!(
+            finish(raw, "def f(n):\n", "", block, 20).as_deref(),
+            Some("    largest = 1\n    return largest")
+        );
+        assert!(!would_cut(
+            "    a = 1\n\n    b = 2",
+            "def f(n):\n",
+            block,
+            20
+        ));
         // Single line: at the newline.
         assert!(!would_cut("x + 1", "y = ", Mode::SingleLine, 20));
         assert!(would_cut("x + 1\n", "y = ", Mode::SingleLine, 20));
