@@ -178,7 +178,7 @@ async fn tabby(
         stop,
         cancel: cancel.clone(),
         speculation: super::request_speculation(&state, req.speculation.as_deref())?,
-        stop_rule: Some(stop_rule(&seg.prefix, mode, cfg.max_lines)),
+        stop_rule: Some(stop_rule(&seg.prefix, &suffix, mode, cfg.max_lines)),
     };
     let who = req.user.clone().unwrap_or_else(|| caller.name.clone());
     let key_user = format!("{}/{who}", caller.name);
@@ -322,7 +322,7 @@ fn build_prompt(
 
 /// Ends the generation as soon as post-processing would cut what follows (the end of
 /// the line, or of the block at the cursor), instead of running to the token limit.
-fn stop_rule(prefix: &str, mode: Mode, max_lines: usize) -> engine::StopRule {
+fn stop_rule(prefix: &str, suffix: &str, mode: Mode, max_lines: usize) -> engine::StopRule {
     // Only the cursor's line matters for the cut (and the indentation unit the lines
     // before it show); a short tail keeps the rule cheap to run after every token.
     let start = prefix.char_indices().rev().nth(4096).map_or(0, |(i, _)| i);
@@ -331,8 +331,10 @@ fn stop_rule(prefix: &str, mode: Mode, max_lines: usize) -> engine::StopRule {
         _ => start,
     };
     let prefix = prefix[start..].to_string();
+    // Only the suffix's start matters (which closer comes next).
+    let suffix: String = suffix.trim_start().chars().take(8).collect();
     engine::StopRule(std::sync::Arc::new(move |raw: &str| {
-        postprocess::would_cut(raw, &prefix, mode, max_lines)
+        postprocess::would_cut(raw, &prefix, &suffix, mode, max_lines)
     }))
 }
 

@@ -50,7 +50,7 @@ pub fn finish(
     let raw = normalise_indent(raw, prefix);
     let mut text = match mode {
         Mode::SingleLine => raw.split('\n').next().unwrap_or("").to_string(),
-        Mode::MultiLine => cut_block(&raw, prefix, max_lines),
+        Mode::MultiLine => cut_block(&raw, prefix, suffix, max_lines),
     };
     text = trim_suffix_overlap(&text, suffix);
     let text = text.trim_end().to_string();
@@ -71,7 +71,7 @@ pub fn finish(
 /// the cursor's block, closes a bracket opened before the cursor, or passes
 /// `max_lines`. Checked after every token, so a block ends where it ends, not at the
 /// token limit.
-pub fn would_cut(raw: &str, prefix: &str, mode: Mode, max_lines: usize) -> bool {
+pub fn would_cut(raw: &str, prefix: &str, suffix: &str, mode: Mode, max_lines: usize) -> bool {
     match mode {
         Mode::SingleLine => raw.contains('\n'),
         Mode::MultiLine => {
@@ -85,7 +85,7 @@ pub fn would_cut(raw: &str, prefix: &str, mode: Mode, max_lines: usize) -> bool 
                 raw
             };
             let text = normalise_indent(decided, prefix);
-            cut_block(&text, prefix, max_lines).trim_end().len() < text.trim_end().len()
+            cut_block(&text, prefix, suffix, max_lines).trim_end().len() < text.trim_end().len()
         }
     }
 }
@@ -233,7 +233,7 @@ fn normalise_indent(raw: &str, prefix: &str) -> String {
 /// Keeps the lines of a multi-line completion that belong to the block at the cursor:
 /// stops where the indentation drops below the cursor line's, where a bracket opened
 /// before the cursor would be closed, or after `max_lines`.
-fn cut_block(raw: &str, prefix: &str, max_lines: usize) -> String {
+fn cut_block(raw: &str, prefix: &str, suffix: &str, max_lines: usize) -> String {
     let cursor_line = prefix.rsplit('\n').next().unwrap_or("");
     let opener = cursor_line.trim_end().ends_with(['{', '(', '[', ':'])
         || cursor_line.trim_end().ends_with("=>");
@@ -283,7 +283,13 @@ fn cut_block(raw: &str, prefix: &str, max_lines: usize) -> String {
                 ')' | ']' | '}' => {
                     depth -= 1;
                     if depth < 0 {
-                        cut_at = Some(pos);
+                        // The suffix already closes it: stop before the closer. Else the
+                        // closing line is the block's last.
+                        cut_at = Some(if suffix.trim_start().starts_with(c) {
+                            pos
+                        } else {
+                            line.len()
+                        });
                         break;
                     }
                 }
@@ -373,25 +379,46 @@ mod tests {
         let prefix = "def f(x):\n    ";
         let block = Mode::MultiLine;
         // Still inside the block: go on.
-        assert!(!would_cut("y = x + 1\n    return y", prefix, block, 20));
+        assert!(!would_cut("y = x + 1\n    return y", prefix, "", block, 20));
         // A new line that may still be indented: go on.
-        assert!(!would_cut("y = x + 1\n    return y\n", prefix, block, 20));
-        assert!(!would_cut("y = x + 1\n    return y\n  ", prefix, block, 20));
+        assert!(!would_cut(
+            "y = x + 1\n    return y\n",
+            prefix,
+            "",
+            block,
+            20
+        ));
+        assert!(!would_cut(
+            "y = x + 1\n    return y\n  ",
+            prefix,
+            "",
+            block,
+            20
+        ));
         // A line below the block's indentation: stop, and finish() keeps the block.
         let raw = "y = x + 1\n    return y\n\ndef test_f";
-        assert!(would_cut(raw, prefix, block, 20));
+        assert!(would_cut(raw, prefix, "", block, 20));
         assert_eq!(
             finish(raw, prefix, "", block, 20).as_deref(),
             Some("y = x + 1\n    return y")
         );
-        // A bracket opened before the cursor is closed.
-        assert!(would_cut("1,\n    2)", "call(\n    ", block, 20));
+        // A bracket opened before the cursor is closed: the closing line ends the block,
+        // and a closer the suffix already holds is left out.
+        assert!(would_cut("1,\n    2)\nx", "call(\n    ", "", block, 20));
+        assert_eq!(
+            finish("1,\n    2)\nx = 1", "call(\n    ", "", block, 20).as_deref(),
+            Some("1,\n    2)")
+        );
+        assert_eq!(
+            finish("1,\n    2)\nx = 1", "call(\n    ", "\n)", block, 20).as_deref(),
+            Some("1,\n    2")
+        );
         // Past max_lines.
-        assert!(would_cut("a\n    b\n    c", prefix, block, 2));
+        assert!(would_cut("a\n    b\n    c", prefix, "", block, 2));
         // At column 0 of an empty line: a blank line and a line indented less than the
         // block's first line end it.
         let raw = "    largest = 1\n    return largest\n\n# Check\ndef check():";
-        assert!(would_cut(raw, "def f(n):\n", block, 20));
+        assert!(would_cut(raw, "def f(n):\n", "", block, 20));
         assert_eq!(
             finish(raw, "def f(n):\n", "", block, 20).as_deref(),
             Some("    largest = 1\n    return largest")
@@ -399,12 +426,13 @@ mod tests {
         assert!(!would_cut(
             "    a = 1\n\n    b = 2",
             "def f(n):\n",
+            "",
             block,
             20
         ));
         // Single line: at the newline.
-        assert!(!would_cut("x + 1", "y = ", Mode::SingleLine, 20));
-        assert!(would_cut("x + 1\n", "y = ", Mode::SingleLine, 20));
+        assert!(!would_cut("x + 1", "y = ", "", Mode::SingleLine, 20));
+        assert!(would_cut("x + 1\n", "y = ", "", Mode::SingleLine, 20));
     }
 
     #[test]
@@ -444,10 +472,17 @@ mod tests {
     fn block_ends_where_indentation_drops() {
         let prefix = "fn main() {\n    let x = 1;\n";
         let raw = "    let y = x + 1;\n    println!(\"{y}\");\n}\n\nfn other() {}";
-        let out = finish(raw, prefix, "", Mode::MultiLine, 10);
+        // The editor shows the closing brace after the cursor: the block stops before it.
+        let out = finish(raw, prefix, "}\n", Mode::MultiLine, 10);
         assert_eq!(
             out.as_deref(),
             Some("    let y = x + 1;\n    println!(\"{y}\");")
+        );
+        // Nothing closes the function yet: the closing line is the block's last.
+        let out = finish(raw, prefix, "", Mode::MultiLine, 10);
+        assert_eq!(
+            out.as_deref(),
+            Some("    let y = x + 1;\n    println!(\"{y}\");\n}")
         );
     }
 
