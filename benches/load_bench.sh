@@ -22,6 +22,7 @@
 #              TOKENS=1 makes every client share one token and its limit)
 #   TRACE      file for one JSON line per measured request (latency, cursor, completion)
 #   SPECULATION  the server's `scheduler.speculation` (default: the server's default)
+#   COMPLETION_CONFIG  keys for the server's `[completion]` section, e.g. "suffix_tokens = 64"
 #   CARGO_TARGET_DIR (default: target); PROFILE: release (default) or debug
 set -euo pipefail
 
@@ -58,6 +59,9 @@ export SOUFFLEUR_MODEL="$(basename "$model")"
 cp "$model_home/models/.sha256-cache" "$SOUFFLEUR_HOME/models/" 2>/dev/null || true
 if [[ -n "${SPECULATION:-}" ]]; then
     printf '[scheduler]\nspeculation = "%s"\n' "$SPECULATION" >"$SOUFFLEUR_HOME/config.toml"
+fi
+if [[ -n "${COMPLETION_CONFIG:-}" ]]; then
+    printf '[completion]\n%s\n' "$COMPLETION_CONFIG" >>"$SOUFFLEUR_HOME/config.toml"
 fi
 
 name="$(basename "$corpus_src")"

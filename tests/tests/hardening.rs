@@ -504,6 +504,49 @@ fn long_lines_before_the_cursor_never_fail_a_completion() {
 }
 
 #[test]
+fn typing_on_a_line_keeps_the_prompt_start_for_the_prefix_cache() {
+    // A file far longer than the prefix budget: the window must start at the same line
+    // start for every keystroke on the cursor line, or every keystroke prefills the
+    // whole prompt again.
+    let admin = &server().admin;
+    let file: String = (0..1000)
+        .map(|i| {
+            format!(
+                "    total_{i} = compute(total_{}, factor * {i})\n",
+                i.max(1) - 1
+            )
+        })
+        .collect();
+    let mut prompts = Vec::new();
+    for typed in [
+        "    res",
+        "    resu",
+        "    resul",
+        "    result = total_999 + ",
+    ] {
+        let body = json!({"language": "python",
+                          "segments": {"prefix": format!("{file}{typed}"), "suffix": "\n"},
+                          "debug_options": {"return_prompt": true,
+                                            "disable_retrieval_augmented_code_completion": true}});
+        let r = post("/v1/completions", Some(admin), &body.to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+        let prompt = r.json()["debug_data"]["prompt"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(prompt.ends_with(typed), "{prompt:?}");
+        prompts.push(prompt[..prompt.len() - typed.len()].to_string());
+    }
+    assert!(
+        prompts[0].starts_with("    total_"),
+        "the window starts at a line start"
+    );
+    for p in &prompts[1..] {
+        assert_eq!(p, &prompts[0], "the lines before the cursor line moved");
+    }
+}
+
+#[test]
 fn malformed_json_is_400_and_temperature_over_2_is_422_on_every_route() {
     let admin = Some(server().admin.as_str());
     for path in [

@@ -125,16 +125,20 @@ pub fn head_fit<'a>(model: &Model, text: &'a str, budget: usize) -> &'a str {
     if lo == 0 { "" } else { &text[..ends[lo - 1]] }
 }
 
-/// The last lines of `text` that fit in `budget` tokens; the line that does not fit
-/// is cut, keeping its end (nearest the cursor).
+/// The last whole lines of `text` that fit in `budget` tokens. Only a last line that
+/// does not fit alone is cut (keeping its end, nearest the cursor): the window starts at
+/// a line start, so it stays the same while the lines near the cursor change, and the
+/// engine's prefix cache keeps matching.
 pub fn tail_lines(model: &Model, text: &str, budget: usize) -> String {
     let mut used = 0;
     let mut start = text.len();
     for line in text.split_inclusive('\n').rev() {
         let n = count_capped(model, line, budget - used);
         if used + n > budget {
-            let part = tail_fit(model, line, budget - used);
-            start -= part.len();
+            if start == text.len() {
+                let part = tail_fit(model, line, budget - used);
+                start -= part.len();
+            }
             break;
         }
         used += n;
@@ -146,15 +150,17 @@ pub fn tail_lines(model: &Model, text: &str, budget: usize) -> String {
     text[start..].to_string()
 }
 
-/// The first lines of `text` that fit in `budget` tokens; the line that does not fit
-/// is cut, keeping its start.
+/// The first whole lines of `text` that fit in `budget` tokens; only a first line that
+/// does not fit alone is cut, keeping its start.
 pub fn head_lines(model: &Model, text: &str, budget: usize) -> String {
     let mut used = 0;
     let mut end = 0;
     for line in text.split_inclusive('\n') {
         let n = count_capped(model, line, budget - used);
         if used + n > budget {
-            end += head_fit(model, line, budget - used).len();
+            if end == 0 {
+                end += head_fit(model, line, budget - used).len();
+            }
             break;
         }
         used += n;
@@ -195,6 +201,9 @@ fn repo_file_text(snippet: &ContextSnippet) -> String {
         snippet.text.trim_end_matches('\n')
     )
 }
+
+/// Tokens of the prefix budget kept for the cursor line (see [`build`]).
+const CURSOR_LINE_RESERVE: usize = 48;
 
 /// Builds the prompt for a completion at the cursor, at most `max_tokens` long (and
 /// never longer than the model's context allows). With `place` known and a model
@@ -243,7 +252,10 @@ pub fn build(
     let mut suffix_budget = budgets.suffix;
     loop {
         let cursor_part = tail_fit(model, cursor_line, prefix_budget);
-        let rest = prefix_budget.saturating_sub(count(model, cursor_part));
+        // The lines before the cursor line get the budget less a reserve for the cursor
+        // line, so their window does not move while a line is typed (up to the reserve).
+        let reserve = count(model, cursor_part).max(CURSOR_LINE_RESERVE.min(prefix_budget / 4));
+        let rest = prefix_budget.saturating_sub(reserve);
         let prefix = format!("{}{cursor_part}", tail_lines(model, head, rest));
         let suffix = if model.fim().uses_suffix() {
             head_lines(model, suffix, suffix_budget)
