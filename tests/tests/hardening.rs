@@ -544,6 +544,29 @@ fn typing_on_a_line_keeps_the_prompt_start_for_the_prefix_cache() {
     for p in &prompts[1..] {
         assert_eq!(p, &prompts[0], "the lines before the cursor line moved");
     }
+    // An editor's window cut at a character count: its start moves with each keystroke;
+    // the prompt still starts at the same line.
+    let window = |text: &str| text[text.len() - 3000..].to_string();
+    let mut starts = Vec::new();
+    for typed in ["    res", "    resu", "    resul"] {
+        let body = json!({"language": "python",
+                          "segments": {"prefix": window(&format!("{file}{typed}")), "suffix": "\n"},
+                          "debug_options": {"return_prompt": true,
+                                            "disable_retrieval_augmented_code_completion": true}});
+        let r = post("/v1/completions", Some(admin), &body.to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+        let prompt = r.json()["debug_data"]["prompt"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        starts.push(prompt[..prompt.len() - typed.len()].to_string());
+    }
+    assert!(
+        starts[0].starts_with("    total_"),
+        "{:?}",
+        &starts[0][..40]
+    );
+    assert!(starts.iter().all(|p| p == &starts[0]), "the window moved");
 }
 
 #[test]

@@ -202,6 +202,10 @@ fn repo_file_text(snippet: &ContextSnippet) -> String {
     )
 }
 
+/// Above this many bytes before the cursor line, the prefix's first line is not used
+/// (see [`build`]).
+const WINDOW_GUARD_BYTES: usize = 1024;
+
 /// Tokens of the prefix budget kept for the cursor line (see [`build`]).
 const CURSOR_LINE_RESERVE: usize = 48;
 
@@ -248,6 +252,14 @@ pub fn build(
     // line comes out of the same budget: a long one is cut, keeping its end.
     let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
     let (head, cursor_line) = prefix.split_at(line_start);
+    // Editors send a window of the file cut at a character count: its first line is
+    // partial and its start moves with every keystroke, which would change the prompt's
+    // start (and miss the prefix cache) each time. A longer prefix therefore starts at
+    // its second line; a short one is taken whole (it likely starts the file).
+    let head = match head.find('\n') {
+        Some(i) if head.len() > WINDOW_GUARD_BYTES => &head[i + 1..],
+        _ => head,
+    };
     let mut prefix_budget = budgets.prefix;
     let mut suffix_budget = budgets.suffix;
     loop {
