@@ -8,7 +8,8 @@
 #   MODEL=smollm2-135m PEER=0 bash benches/humaneval_bench.sh   # the tiny model, no peer
 # Environment: MODEL (catalogue name, default qwen2.5-coder-0.5b), LIMIT (0 = all),
 # PEER (1 = run llama.cpp too, when the model has FIM tokens), LOG (per-task JSON lines),
-# OUT (result JSON file), PROFILE (release or debug).
+# OUT (result JSON file), PROFILE (release or debug), COMPLETION_CONFIG (keys for the
+# server's [completion] section, e.g. "suffix_tokens = 64").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -31,6 +32,9 @@ mkdir -p "$SOUFFLEUR_HOME/models"
 for f in "$models_dir"/*.gguf; do ln -s "$(realpath "$f")" "$SOUFFLEUR_HOME/models/"; done
 [[ -e "$SOUFFLEUR_HOME/models/.sha256-cache" ]] || cp "$models_dir/.sha256-cache" "$SOUFFLEUR_HOME/models/" 2>/dev/null || true
 gguf="$("$bin_dir/souffleur" model info "$model" | awk '/^path:/ {print $2}')"
+if [[ -n "${COMPLETION_CONFIG:-}" ]]; then
+  printf '[completion]\n%s\n' "$COMPLETION_CONFIG" >"$SOUFFLEUR_HOME/config.toml"
+fi
 
 SOUFFLEUR_MODEL="$model" "$bin_dir/souffleur" serve --local --port 0 >"$work/serve.out" 2>"$work/serve.err" &
 server_pid=$!

@@ -125,7 +125,8 @@ impl LimitsSection {
 pub struct CompletionSection {
     /// Token budget of the text before the cursor.
     pub prefix_tokens: usize,
-    /// Token budget of the text after the cursor (FIM models only).
+    /// Token budget of the text after the cursor (FIM models only; the suffix also ends
+    /// before the next top-level item). It is prefilled again at every keystroke.
     pub suffix_tokens: usize,
     /// Token budget of retrieved and client-sent snippets.
     pub snippet_tokens: usize,
@@ -145,7 +146,7 @@ impl Default for CompletionSection {
     fn default() -> Self {
         Self {
             prefix_tokens: 768,
-            suffix_tokens: 256,
+            suffix_tokens: 128,
             snippet_tokens: 384,
             single_line_tokens: 32,
             multi_line_tokens: 96,

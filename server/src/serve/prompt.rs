@@ -202,6 +202,28 @@ fn repo_file_text(snippet: &ContextSnippet) -> String {
     )
 }
 
+/// Lines of the suffix always kept before [`enclosing_part`] looks for a boundary.
+const SUFFIX_MIN_LINES: usize = 4;
+
+/// The part of `suffix` up to the next top-level line (one that starts at column 0 with
+/// something other than a closing bracket, after the first few lines): the rest of the
+/// function or item at the cursor. What follows it helps the model little, and the
+/// suffix is prefilled again at every keystroke (it follows the prefix in the prompt).
+pub fn enclosing_part(suffix: &str) -> &str {
+    let mut end = 0;
+    for (i, line) in suffix.split_inclusive('\n').enumerate() {
+        let top_level = line
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_whitespace() && !matches!(c, '}' | ')' | ']'));
+        if i > SUFFIX_MIN_LINES && top_level {
+            break;
+        }
+        end += line.len();
+    }
+    &suffix[..end]
+}
+
 /// Above this many bytes before the cursor line, the prefix's first line is not used
 /// (see [`build`]).
 const WINDOW_GUARD_BYTES: usize = 1024;
@@ -270,7 +292,7 @@ pub fn build(
         let rest = prefix_budget.saturating_sub(reserve);
         let prefix = format!("{}{cursor_part}", tail_lines(model, head, rest));
         let suffix = if model.fim().uses_suffix() {
-            head_lines(model, suffix, suffix_budget)
+            head_lines(model, enclosing_part(suffix), suffix_budget)
         } else {
             String::new()
         };
@@ -323,6 +345,19 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_suffix_ends_before_the_next_top_level_item() {
+        let suffix = ")\n    y = 2\n    return y\n\n\n\ndef other():\n    pass\n";
+        assert_eq!(enclosing_part(suffix), ")\n    y = 2\n    return y\n\n\n\n");
+        let rust = "x;\n    a();\n    b();\n    c();\n    d();\n}\n\nfn next() {}\n";
+        assert_eq!(
+            enclosing_part(rust),
+            "x;\n    a();\n    b();\n    c();\n    d();\n}\n\n"
+        );
+        // The first lines are kept whatever they hold.
+        assert_eq!(enclosing_part("a\nb\n"), "a\nb\n");
+    }
 
     #[test]
     fn snippets_are_commented_with_their_path() {
