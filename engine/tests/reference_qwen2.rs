@@ -112,6 +112,15 @@ fn repository_level_prompt_layout() {
     let tok = m.tokenizer();
     let repo_name = tok.token_id("<|repo_name|>").expect("repo_name token");
     let file_sep = tok.token_id("<|file_sep|>").expect("file_sep token");
+    // The markers are control tokens: a generation that reaches one ends there (as at
+    // <|endoftext|> and <|fim_pad|>).
+    for id in [
+        repo_name,
+        file_sep,
+        tok.token_id("<|fim_pad|>").expect("fim_pad"),
+    ] {
+        assert!(tok.is_control(id), "{id} is not a control token");
+    }
     let files = [RepoFile {
         path: "src/util.py",
         text: "def helper(x):\n    return x * 2\n",

@@ -313,7 +313,11 @@ fn build_prompt(
         &snippets,
         Budgets {
             prefix: cfg.prefix_tokens,
-            suffix: cfg.suffix_tokens,
+            // Typing inside a line: a short suffix keeps each keystroke's prefill small.
+            suffix: match postprocess::mode(&seg.prefix, &suffix) {
+                Mode::SingleLine => cfg.single_line_suffix_tokens.min(cfg.suffix_tokens),
+                Mode::MultiLine => cfg.suffix_tokens,
+            },
             snippets: cfg.snippet_tokens,
         },
         state.config.limits.max_prompt_tokens,

@@ -126,8 +126,12 @@ pub struct CompletionSection {
     /// Token budget of the text before the cursor.
     pub prefix_tokens: usize,
     /// Token budget of the text after the cursor (FIM models only; the suffix also ends
-    /// before the next top-level item). It is prefilled again at every keystroke.
+    /// before the next top-level item). It follows the prefix in the prompt, so it is
+    /// prefilled again at every keystroke.
     pub suffix_tokens: usize,
+    /// The suffix budget (at most `suffix_tokens`) while typing inside a line (single-line
+    /// completions), where a short suffix keeps each keystroke's prefill small.
+    pub single_line_suffix_tokens: usize,
     /// Token budget of retrieved and client-sent snippets.
     pub snippet_tokens: usize,
     /// New tokens for a single-line completion.
@@ -146,7 +150,8 @@ impl Default for CompletionSection {
     fn default() -> Self {
         Self {
             prefix_tokens: 768,
-            suffix_tokens: 128,
+            suffix_tokens: 256,
+            single_line_suffix_tokens: 64,
             snippet_tokens: 384,
             single_line_tokens: 32,
             multi_line_tokens: 96,
