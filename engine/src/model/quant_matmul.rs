@@ -9,7 +9,7 @@
 //! * Q8_0: `d_w · d_x · Σ w·q`
 //! * Q4_1: `d_w · d_x · Σ w·q + m_w · s_x` (weights are `d_w · w + m_w`, `w ∈ 0..16`)
 //! * Q4_0: like Q4_1 with `m_w = −8 · d_w`
-//! * Q5_0 and the K-quants: see [`kquants`] (a scale per 16 or 32 weights, an offset
+//! * Q5_0 and the K-quants: see `quant_matmul/kquants.rs` (a scale per 16 or 32 weights, an offset
 //!   per 32, super-blocks of 256 for the K-quants).
 //!
 //! The block products run on AVX-512 VNNI or AVX2 when the CPU has them (checked at
