@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use common::{compare, fixtures, ids, json};
+use common::{assert_tokens_match, compare, ids, json, model_in_home};
 use engine::{FimStyle, Model, RepoContext, RepoFile};
 
 /// Top-1 agreement with llama.cpp's logits on the prompts' positions.
@@ -18,18 +18,10 @@ const MIN_TOP1_AGREEMENT: f64 = 0.95;
 const MARGIN: f64 = 1.0;
 
 fn model_path() -> PathBuf {
-    let home = std::env::var_os("SOUFFLEUR_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".souffleur")
-        });
-    let path = home.join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
-    assert!(
-        path.is_file(),
-        "default model missing at {}: run `souffleur model fetch-default` (scripts/test.sh does)",
-        path.display()
-    );
-    path
+    model_in_home(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "souffleur model fetch-default",
+    )
 }
 
 fn model() -> &'static Model {
@@ -44,28 +36,7 @@ fn fixture() -> &'static serde_json::Value {
 
 #[test]
 fn tokenizer_matches_llama_cpp_on_real_source_files() {
-    let tok = model().tokenizer();
-    let fx = fixture();
-    for f in fx["files"].as_array().expect("files") {
-        let name = f["file"].as_str().expect("name");
-        let text =
-            std::fs::read_to_string(fixtures().join("corpus").join(name)).expect("corpus file");
-        let actual = tok.encode(&text).expect("encode");
-        assert_eq!(actual, ids(&f["ids"]), "token ids differ for {name}");
-        assert_eq!(
-            tok.decode(&actual),
-            text,
-            "decode does not round-trip {name}"
-        );
-    }
-    for s in fx["strings"].as_array().expect("strings") {
-        let text = s["text"].as_str().expect("text");
-        assert_eq!(
-            tok.encode(text).expect("encode"),
-            ids(&s["ids"]),
-            "{text:?}"
-        );
-    }
+    assert_tokens_match(model(), fixture());
 }
 
 #[test]

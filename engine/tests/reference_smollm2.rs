@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{Agreement, compare, default_model_path, fixtures, ids, json};
+use common::{Agreement, assert_tokens_match, compare, default_model_path, fixtures, ids, json};
 use engine::Model;
 
 /// Top-1 agreement with llama.cpp's Q4_1 logits. llama.cpp itself reaches only 94–97%
@@ -23,31 +23,7 @@ fn model() -> &'static Model {
 
 #[test]
 fn tokenizer_matches_llama_cpp_on_real_source_files() {
-    let fx = json("smollm2_tokens.json");
-    let tok = model().tokenizer();
-    let files = fx["files"].as_array().expect("files");
-    assert!(files.len() >= 10);
-    for f in files {
-        let name = f["file"].as_str().expect("file name");
-        let text =
-            std::fs::read_to_string(fixtures().join("corpus").join(name)).expect("corpus file");
-        let expected = ids(&f["ids"]);
-        let actual = tok.encode(&text).expect("encode");
-        assert_eq!(actual, expected, "token ids differ for {name}");
-        assert_eq!(
-            tok.decode(&actual),
-            text,
-            "decode does not round-trip {name}"
-        );
-    }
-    for s in fx["strings"].as_array().expect("strings") {
-        let text = s["text"].as_str().expect("text");
-        assert_eq!(
-            tok.encode(text).expect("encode"),
-            ids(&s["ids"]),
-            "ids differ for {text:?}"
-        );
-    }
+    assert_tokens_match(model(), &json("smollm2_tokens.json"));
 }
 
 #[test]

@@ -517,15 +517,10 @@ fn typing_on_a_line_keeps_the_prompt_start_for_the_prefix_cache() {
             )
         })
         .collect();
-    let mut prompts = Vec::new();
-    for typed in [
-        "    res",
-        "    resu",
-        "    resul",
-        "    result = total_999 + ",
-    ] {
+    // The prompt before the typed text, for a request whose prefix ends with `typed`.
+    let before_typed = |prefix: String, typed: &str| -> String {
         let body = json!({"language": "python",
-                          "segments": {"prefix": format!("{file}{typed}"), "suffix": "\n"},
+                          "segments": {"prefix": prefix, "suffix": "\n"},
                           "debug_options": {"return_prompt": true,
                                             "disable_retrieval_augmented_code_completion": true}});
         let r = post("/v1/completions", Some(admin), &body.to_string());
@@ -535,8 +530,18 @@ fn typing_on_a_line_keeps_the_prompt_start_for_the_prefix_cache() {
             .unwrap_or("")
             .to_string();
         assert!(prompt.ends_with(typed), "{prompt:?}");
-        prompts.push(prompt[..prompt.len() - typed.len()].to_string());
-    }
+        prompt[..prompt.len() - typed.len()].to_string()
+    };
+    let typing = [
+        "    res",
+        "    resu",
+        "    resul",
+        "    result = total_999 + ",
+    ];
+    let prompts: Vec<String> = typing
+        .iter()
+        .map(|typed| before_typed(format!("{file}{typed}"), typed))
+        .collect();
     assert!(
         prompts[0].starts_with("    total_"),
         "the window starts at a line start"
@@ -546,21 +551,11 @@ fn typing_on_a_line_keeps_the_prompt_start_for_the_prefix_cache() {
     }
     // An editor's window cut at a character count: its start moves with each keystroke;
     // the prompt still starts at the same line.
-    let window = |text: &str| text[text.len() - 3000..].to_string();
-    let mut starts = Vec::new();
-    for typed in ["    res", "    resu", "    resul"] {
-        let body = json!({"language": "python",
-                          "segments": {"prefix": window(&format!("{file}{typed}")), "suffix": "\n"},
-                          "debug_options": {"return_prompt": true,
-                                            "disable_retrieval_augmented_code_completion": true}});
-        let r = post("/v1/completions", Some(admin), &body.to_string());
-        assert_eq!(r.status, 200, "{}", r.body);
-        let prompt = r.json()["debug_data"]["prompt"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        starts.push(prompt[..prompt.len() - typed.len()].to_string());
-    }
+    let window = |text: String| text[text.len() - 3000..].to_string();
+    let starts: Vec<String> = typing
+        .iter()
+        .map(|typed| before_typed(window(format!("{file}{typed}")), typed))
+        .collect();
     assert!(
         starts[0].starts_with("    total_"),
         "{:?}",

@@ -28,23 +28,60 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-/// The tiny model file (SmolLM2-135M): `SOUFFLEUR_TEST_MODEL`, else `$SOUFFLEUR_HOME/models/…`, else `~/.souffleur/models/…`.
-pub fn default_model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SOUFFLEUR_TEST_MODEL") {
-        return PathBuf::from(p);
-    }
+/// A model file in the models directory (`$SOUFFLEUR_HOME/models`, else
+/// `~/.souffleur/models`); fails the test with the command that installs it.
+pub fn model_in_home(file: &str, fetch: &str) -> PathBuf {
     let home = std::env::var_os("SOUFFLEUR_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".souffleur")
         });
-    let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = home.join("models").join(file);
     assert!(
         path.is_file(),
-        "tiny model missing at {}: run `souffleur model fetch smollm2-135m` (scripts/test.sh does)",
+        "model missing at {}: run `{fetch}` (scripts/test.sh does)",
         path.display()
     );
     path
+}
+
+/// The tiny model file (SmolLM2-135M): `SOUFFLEUR_TEST_MODEL`, else the models directory.
+pub fn default_model_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SOUFFLEUR_TEST_MODEL") {
+        return PathBuf::from(p);
+    }
+    model_in_home(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "souffleur model fetch smollm2-135m",
+    )
+}
+
+/// Checks `model`'s tokenizer against a fixture's `files` (corpus files: ids and a
+/// byte-exact round trip) and `strings`.
+pub fn assert_tokens_match(model: &Model, fx: &serde_json::Value) {
+    let tok = model.tokenizer();
+    let files = fx["files"].as_array().expect("files");
+    assert!(files.len() >= 10);
+    for f in files {
+        let name = f["file"].as_str().expect("file name");
+        let text =
+            std::fs::read_to_string(fixtures().join("corpus").join(name)).expect("corpus file");
+        let actual = tok.encode(&text).expect("encode");
+        assert_eq!(actual, ids(&f["ids"]), "token ids differ for {name}");
+        assert_eq!(
+            tok.decode(&actual),
+            text,
+            "decode does not round-trip {name}"
+        );
+    }
+    for s in fx["strings"].as_array().expect("strings") {
+        let text = s["text"].as_str().expect("text");
+        assert_eq!(
+            tok.encode(text).expect("encode"),
+            ids(&s["ids"]),
+            "ids differ for {text:?}"
+        );
+    }
 }
 
 /// Logits `[positions][vocab]` of a whole prompt in one forward pass.

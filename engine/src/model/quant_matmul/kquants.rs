@@ -157,18 +157,9 @@ pub(super) mod avx2 {
 
     use std::arch::x86_64::*;
 
+    use super::super::avx2::hsum;
     use super::super::{ActBlock, Format, QK};
     use super::{block_scales, int_offset};
-
-    /// Horizontal sum of eight lanes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
 
     /// Byte `i` of the result is `0x10` where bit `i` of `bits` is set, else 0.
     #[inline]
