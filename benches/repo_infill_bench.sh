@@ -7,7 +7,8 @@
 # (`[completion] repository_format = false`).
 #
 #   bash benches/repo_infill_bench.sh            # default model, 50 positions per repository
-# Environment: MODEL (catalogue name), PER_REPO, SEED, LOG (per-task JSON lines), PROFILE.
+# Environment: MODEL (catalogue name), PER_REPO, SEED, LOG (per-task JSON lines), PROFILE,
+# COMMENTS (1 = also the comment-style run, the default; 0 = skip it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -63,6 +64,7 @@ serve
 "${PYTHON:-python3}" benches/repo_infill/run.py --server "$url" "${repos[@]}" --per-repo "$per_repo" \
   --seed "$seed" --modes on,off --label "repository format" "${log_args[@]}"
 stop
+[[ "${COMMENTS:-1}" == 1 ]] || exit 0
 printf '[completion]\nrepository_format = false\n' >"$SOUFFLEUR_HOME/config.toml"
 serve
 "${PYTHON:-python3}" benches/repo_infill/run.py --server "$url" "${repos[@]}" --per-repo "$per_repo" \
