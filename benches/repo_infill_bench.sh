@@ -15,18 +15,10 @@ cd "$root"
 model="${MODEL:-qwen2.5-coder-0.5b}"
 per_repo="${PER_REPO:-50}"
 seed="${SEED:-7}"
-models_dir="${SOUFFLEUR_HOME:-$HOME/.souffleur}/models"
 source "$root/benches/build_bins.sh"
 souffleur="$bin_dir/souffleur"
 
-work="$(mktemp -d -t souffleur-repo-infill.XXXXXX)"
-server_pid=""
-cleanup() { [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-export SOUFFLEUR_HOME="$work/home"
-mkdir -p "$SOUFFLEUR_HOME/models"
-for f in "$models_dir"/*.gguf; do ln -s "$(realpath "$f")" "$SOUFFLEUR_HOME/models/"; done
-cp "$models_dir/.sha256-cache" "$SOUFFLEUR_HOME/models/" 2>/dev/null || true
+source "$root/benches/serve_home.sh"
 export SOUFFLEUR_MODEL="$model"
 
 email_src="$(python3 -c 'import email, os; print(os.path.dirname(email.__file__))')"
@@ -43,19 +35,6 @@ for src in "$email_src" "$ignore_src"; do
   repos+=(--repo "$work/$name")
 done
 
-serve() {
-  "$souffleur" serve --local --port 0 >"$work/serve.out" 2>"$work/serve.err" &
-  server_pid=$!
-  url=""
-  for _ in $(seq 600); do
-    url="$(grep -o 'http://[0-9.:]*' "$work/serve.out" 2>/dev/null | head -n 1 || true)"
-    [[ -n "$url" ]] && return 0
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.err" >&2; exit 1; }
-    sleep 0.5
-  done
-  echo "server did not start" >&2; exit 1
-}
-stop() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
 log_args=()
 [[ -n "${LOG:-}" ]] && log_args=(--log "$LOG")
 echo "$(date -u +%FT%TZ) $model, $per_repo positions per repository, seed $seed, $(nproc) cores" >&2

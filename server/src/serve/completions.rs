@@ -145,6 +145,10 @@ async fn tabby(
     let filepath = req.segments.filepath.clone().unwrap_or_default();
     let text_bytes =
         req.segments.prefix.len() + req.segments.suffix.as_ref().map_or(0, String::len);
+    let mode = postprocess::mode(
+        &req.segments.prefix,
+        req.segments.suffix.as_deref().unwrap_or(""),
+    );
     let tokenizing = state.tokenizing_slot(text_bytes).await?;
     let (built, req) = {
         let state = state.clone();
@@ -152,7 +156,8 @@ async fn tabby(
         let language = language.clone();
         let disable_retrieval = debug.disable_retrieval_augmented_code_completion;
         tokio::task::spawn_blocking(move || {
-            build_prompt(&state, &caller, &req, &language, disable_retrieval).map(|b| (b, req))
+            build_prompt(&state, &caller, &req, &language, mode, disable_retrieval)
+                .map(|b| (b, req))
         })
         .await
         .map_err(|_| ApiError::internal("the prompt task failed"))??
@@ -160,7 +165,6 @@ async fn tabby(
     drop(tokenizing);
     let seg = &req.segments;
     let suffix = seg.suffix.clone().unwrap_or_default();
-    let mode = postprocess::mode(&seg.prefix, &suffix);
     let (max_new_tokens, stop) = match mode {
         Mode::SingleLine => (cfg.single_line_tokens, vec!["\n".to_string()]),
         Mode::MultiLine => (cfg.multi_line_tokens, vec!["\n\n\n".to_string()]),
@@ -243,6 +247,7 @@ fn build_prompt(
     caller: &Caller,
     req: &TabbyRequest,
     language: &str,
+    mode: Mode,
     disable_retrieval: bool,
 ) -> Result<BuiltPrompt, ApiError> {
     let cfg = &state.config.completion;
@@ -314,7 +319,7 @@ fn build_prompt(
         Budgets {
             prefix: cfg.prefix_tokens,
             // Typing inside a line: a short suffix keeps each keystroke's prefill small.
-            suffix: match postprocess::mode(&seg.prefix, &suffix) {
+            suffix: match mode {
                 Mode::SingleLine => cfg.single_line_suffix_tokens.min(cfg.suffix_tokens),
                 Mode::MultiLine => cfg.suffix_tokens,
             },
