@@ -15,8 +15,10 @@
 //! The block products run on AVX-512 VNNI or AVX2 when the CPU has them (checked at
 //! run time) and on a portable scalar path otherwise; all compute the same integer
 //! sums. Work is split over output features (few rows, e.g. decoding) or over rows
-//! (prefill), and rows are processed in tiles of four (eight on AVX-512) so that
-//! each weight block is loaded and unpacked once per tile.
+//! (prefill), and rows are processed in tiles of up to eight so that each weight
+//! block is loaded and unpacked once per tile. On AVX2, Q5_0, Q8_0 and the K-quants
+//! take eight blocks of 32 at a time: their eight integer sums per row are reduced
+//! together and scaled with one vector operation (`quant_matmul/kquants.rs`).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -42,8 +44,8 @@ struct ActPair;
 /// Values per activation block, and per weight block of the 32-value formats.
 const QK: usize = 32;
 
-/// Rows per tile: each weight block is unpacked once and used for this many rows.
-const TILE: usize = 4;
+/// Most rows per tile: each weight block is unpacked once and used for this many rows.
+const TILE: usize = 8;
 
 /// Rows per chunk of work: a chunk sweeps its weight rows over this many rows.
 const ROW_BLOCK: usize = 16;
@@ -167,7 +169,7 @@ impl Format {
             Self::Q4_0 => 2 + QK / 2,
             Self::Q4_1 => 4 + QK / 2,
             Self::Q5_0 => kquants::Q5_0_BYTES,
-            Self::Q8_0 => 2 + QK,
+            Self::Q8_0 => kquants::Q8_0_BYTES,
             Self::Q4K => kquants::Q4K_BYTES,
             Self::Q5K => kquants::Q5K_BYTES,
             Self::Q6K => kquants::Q6K_BYTES,
@@ -177,6 +179,11 @@ impl Format {
     /// Whether the products go through [`kquants`] (the common sub-block form).
     fn is_sub_form(self) -> bool {
         matches!(self, Self::Q5_0 | Self::Q4K | Self::Q5K | Self::Q6K)
+    }
+
+    /// Whether the AVX2 products go through the group products of [`kquants`].
+    fn grouped_on_avx2(self) -> bool {
+        self.is_sub_form() || self == Self::Q8_0
     }
 
     /// Bytes of one weight row of `in_features` weights.
@@ -355,12 +362,18 @@ impl QuantWeight {
         };
         #[cfg(not(target_arch = "x86_64"))]
         let pairs = Vec::new();
+        let scales = if kernel == Kernel::Avx2 && self.format.grouped_on_avx2() {
+            kquants::group_scales(&acts, rows)
+        } else {
+            Vec::new()
+        };
         let job = Arc::new(Job {
             kernel,
             format: self.format,
             weight: self.clone(),
             acts,
             pairs,
+            scales,
             y: (0..rows * out).map(|_| AtomicU32::new(0)).collect(),
             rows,
             row_block,
@@ -486,6 +499,9 @@ struct Job {
     acts: Vec<ActBlock>,
     /// The activations regrouped for [`Kernel::Avx512Vnni`] (else empty).
     pairs: Vec<ActPair>,
+    /// The activations' scales for the AVX2 group products of Q5_0 and the
+    /// K-quants (`kquants::group_scales`; else empty).
+    scales: Vec<f32>,
     /// Row-major `[rows, out]` results as f32 bits. Chunks write disjoint
     /// entries; a chunk computed twice writes the same bits twice.
     y: Box<[AtomicU32]>,
@@ -543,6 +559,7 @@ impl Job {
                     data: &data,
                     row_bytes: self.format.row_bytes(self.weight.in_features),
                     nb,
+                    out: self.weight.out_features,
                 };
                 let r0 = (c / self.out_chunks) * self.row_block;
                 let o0 = (c % self.out_chunks) * self.out_chunk;
@@ -551,7 +568,7 @@ impl Job {
                 if self.kernel == Kernel::Avx512Vnni {
                     w.compute_pairs(&self.pairs, outs, rows, &self.y);
                 } else {
-                    w.compute(&self.acts, outs, rows, &self.y);
+                    w.compute(&self.acts, &self.scales, outs, rows, &self.y);
                 }
             }
             Err(_) => self.failed.store(true, Ordering::Relaxed),
@@ -759,28 +776,40 @@ struct Weights<'a> {
     data: &'a [u8],
     row_bytes: usize,
     nb: usize,
+    /// Output features: the stride of a row of results.
+    out: usize,
 }
 
 impl Weights<'_> {
-    /// Computes outputs `o ∈ outs` for rows `r ∈ rows` into `y[r · out + o]`.
-    fn compute(&self, acts: &[ActBlock], outs: Range<usize>, rows: Range<usize>, y: &[AtomicU32]) {
+    /// Computes outputs `o ∈ outs` for rows `r ∈ rows` into `y[r · out + o]`;
+    /// `scales` is the job's `scales` (empty unless the AVX2 group products use it).
+    fn compute(
+        &self,
+        acts: &[ActBlock],
+        scales: &[f32],
+        outs: Range<usize>,
+        rows: Range<usize>,
+        y: &[AtomicU32],
+    ) {
+        let nb = self.nb;
+        let per_row = 2 * nb.next_multiple_of(kquants::GROUP);
+        let row = |r: usize| &acts[r * nb..(r + 1) * nb];
+        let srow = |r: usize| scales.get(r * per_row..(r + 1) * per_row).unwrap_or(&[]);
         self.sweep(
-            acts,
-            self.nb,
             TILE,
             outs,
             rows,
             y,
-            |w, a| self.tile(w, a),
-            |w, a| self.tile(w, a),
-            |w, a| self.tile(w, a),
-            |w, a| self.tile(w, a),
-            |w, a| self.tile(w, a),
+            |w, r| self.tile(w, r.map(row), r.map(srow)),
+            |w, r| self.tile(w, r.map(row), r.map(srow)),
+            |w, r| self.tile(w, r.map(row), r.map(srow)),
+            |w, r| self.tile(w, r.map(row), r.map(srow)),
+            |w, r| self.tile(w, r.map(row), r.map(srow)),
         );
     }
 
     /// Like [`compute`](Self::compute) for [`Kernel::Avx512Vnni`], on activation
-    /// pairs, in tiles of up to eight rows (32 vector registers hold their sums).
+    /// pairs.
     fn compute_pairs(
         &self,
         pairs: &[ActPair],
@@ -788,42 +817,39 @@ impl Weights<'_> {
         rows: Range<usize>,
         y: &[AtomicU32],
     ) {
+        let per_row = self.nb / 2;
+        let row = |r: usize| &pairs[r * per_row..(r + 1) * per_row];
         self.sweep(
-            pairs,
-            self.nb / 2,
-            2 * TILE,
+            TILE,
             outs,
             rows,
             y,
-            |w, a| self.tile_pairs(w, a),
-            |w, a| self.tile_pairs(w, a),
-            |w, a| self.tile_pairs(w, a),
-            |w, a| self.tile_pairs(w, a),
-            |w, a| self.tile_pairs(w, a),
+            |w, r| self.tile_pairs(w, r.map(row)),
+            |w, r| self.tile_pairs(w, r.map(row)),
+            |w, r| self.tile_pairs(w, r.map(row)),
+            |w, r| self.tile_pairs(w, r.map(row)),
+            |w, r| self.tile_pairs(w, r.map(row)),
         );
     }
 
-    /// Sweeps weight rows `outs` over activation rows `rows` (each `per_row` items
-    /// of `acts`) in tiles of at most `max_tile` (4 or 8) rows, so each weight row
-    /// is unpacked once per tile; the `tileN` functions compute N rows at once.
+    /// Sweeps weight rows `outs` over activation rows `rows` in tiles of at most
+    /// `max_tile` (4 or 8) rows, so each weight row is unpacked once per tile; the
+    /// `tileN` functions compute N rows (given by index) at once.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn sweep<A>(
+    fn sweep(
         &self,
-        acts: &[A],
-        per_row: usize,
         max_tile: usize,
         outs: Range<usize>,
         rows: Range<usize>,
         y: &[AtomicU32],
-        tile1: impl Fn(&[u8], [&[A]; 1]) -> [f32; 1],
-        tile2: impl Fn(&[u8], [&[A]; 2]) -> [f32; 2],
-        tile3: impl Fn(&[u8], [&[A]; 3]) -> [f32; 3],
-        tile4: impl Fn(&[u8], [&[A]; 4]) -> [f32; 4],
-        tile8: impl Fn(&[u8], [&[A]; 8]) -> [f32; 8],
+        tile1: impl Fn(&[u8], [usize; 1]) -> [f32; 1],
+        tile2: impl Fn(&[u8], [usize; 2]) -> [f32; 2],
+        tile3: impl Fn(&[u8], [usize; 3]) -> [f32; 3],
+        tile4: impl Fn(&[u8], [usize; 4]) -> [f32; 4],
+        tile8: impl Fn(&[u8], [usize; 8]) -> [f32; 8],
     ) {
-        let stride = y.len() / (acts.len() / per_row.max(1)).max(1);
-        let row = |r: usize| &acts[r * per_row..(r + 1) * per_row];
+        let stride = self.out;
         let put = |r: usize, o: usize, vals: &[f32]| {
             for (i, v) in vals.iter().enumerate() {
                 y[(r + i) * stride + o].store(v.to_bits(), Ordering::Relaxed);
@@ -835,23 +861,23 @@ impl Weights<'_> {
             while r < rows.end {
                 let n = match (rows.end - r).min(max_tile) {
                     8 => {
-                        put(r, o, &tile8(w, std::array::from_fn(|i| row(r + i))));
+                        put(r, o, &tile8(w, std::array::from_fn(|i| r + i)));
                         8
                     }
                     4..=7 => {
-                        put(r, o, &tile4(w, std::array::from_fn(|i| row(r + i))));
+                        put(r, o, &tile4(w, std::array::from_fn(|i| r + i)));
                         4
                     }
                     3 => {
-                        put(r, o, &tile3(w, std::array::from_fn(|i| row(r + i))));
+                        put(r, o, &tile3(w, std::array::from_fn(|i| r + i)));
                         3
                     }
                     2 => {
-                        put(r, o, &tile2(w, std::array::from_fn(|i| row(r + i))));
+                        put(r, o, &tile2(w, std::array::from_fn(|i| r + i)));
                         2
                     }
                     _ => {
-                        put(r, o, &tile1(w, [row(r)]));
+                        put(r, o, &tile1(w, [r]));
                         1
                     }
                 };
@@ -881,58 +907,30 @@ impl Weights<'_> {
         }
     }
 
-    /// Dot products of one weight row with `R` activation rows.
+    /// Dot products of one weight row with `R` activation rows; `s` holds the
+    /// rows' slices of the job's `scales` (see [`compute`](Self::compute)).
     #[inline]
-    fn tile<const R: usize>(&self, w: &[u8], a: [&[ActBlock]; R]) -> [f32; R] {
+    fn tile<const R: usize>(&self, w: &[u8], a: [&[ActBlock]; R], s: [&[f32]; R]) -> [f32; R] {
         assert!(w.len() == self.row_bytes);
         assert!(a.iter().all(|r| r.len() == self.nb));
-        if self.format.is_sub_form() {
-            return match self.kernel {
-                Kernel::Scalar => kquants::tile_scalar(self.format, w, a),
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the kernel was checked to be available in `matmul_with`
-                // (AVX2, FMA and F16C are part of both), and the asserts above give
-                // whole blocks and one activation block per 32 weights.
-                Kernel::Avx2 | Kernel::Avx512Vnni => unsafe {
-                    kquants::avx2::tile(self.format, w, a)
-                },
-                #[cfg(not(target_arch = "x86_64"))]
-                Kernel::Avx2 | Kernel::Avx512Vnni => kquants::tile_scalar(self.format, w, a),
-            };
-        }
         match self.kernel {
-            Kernel::Scalar => scalar::tile(self.format, w, a),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the kernel was checked to be available (AVX2, FMA, F16C)
-            // in `matmul_with`, and the asserts above give the slice lengths the
-            // AVX2 tiles rely on.
+            // SAFETY: the kernel was checked to be available (AVX2, FMA, F16C) in
+            // `matmul_with`; the asserts above give whole blocks and one activation
+            // block per 32 weights, and the group products assert the scales.
             Kernel::Avx2 => unsafe {
                 match self.format {
                     Format::Q4_0 => avx2::tile_q4::<R, false>(w, a),
                     Format::Q4_1 => avx2::tile_q4::<R, true>(w, a),
-                    Format::Q8_0 => avx2::tile_q8_0::<R>(w, a),
-                    Format::Q5_0 | Format::Q4K | Format::Q5K | Format::Q6K => {
-                        unreachable!("sub-form formats return above")
+                    Format::Q5_0 | Format::Q8_0 | Format::Q4K | Format::Q5K | Format::Q6K => {
+                        kquants::avx2::tile(self.format, w, a, s)
                     }
                 }
             },
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2 => scalar::tile(self.format, w, a),
-            // Pairs go through `tile_pairs`; single blocks use the AVX2 code.
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as for `Kernel::Avx2` (AVX-512 VNNI CPUs have AVX2, FMA, F16C).
-            Kernel::Avx512Vnni => unsafe {
-                match self.format {
-                    Format::Q4_0 => avx2::tile_q4::<R, false>(w, a),
-                    Format::Q4_1 => avx2::tile_q4::<R, true>(w, a),
-                    Format::Q8_0 => avx2::tile_q8_0::<R>(w, a),
-                    Format::Q5_0 | Format::Q4K | Format::Q5K | Format::Q6K => {
-                        unreachable!("sub-form formats return above")
-                    }
-                }
-            },
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx512Vnni => scalar::tile(self.format, w, a),
+            // The portable path; AVX-512 products go through `tile_pairs`, so this
+            // serves `Kernel::Avx512Vnni` only as a reference.
+            _ if self.format.is_sub_form() => kquants::tile_scalar(self.format, w, a),
+            _ => scalar::tile(self.format, w, a),
         }
     }
 }
@@ -1100,49 +1098,6 @@ mod avx2 {
         let mut out = [0f32; R];
         for i in 0..R {
             out[i] = hsum(acc[i]) + macc[i];
-        }
-        out
-    }
-
-    /// Dot products of one Q8_0 weight row with `R` activation rows.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C; `w` must hold `nb` blocks
-    /// (`nb · 34` bytes) and every `a[i]` `nb` blocks.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn tile_q8_0<const R: usize>(w: &[u8], a: [&[ActBlock]; R]) -> [f32; R] {
-        const BB: usize = 34;
-        let nb = w.len() / BB;
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); R];
-        let wp = w.as_ptr();
-        for b in 0..nb {
-            // SAFETY: block `b < nb` lies within `w` (caller's contract): a
-            // 2-byte scale then 32 bytes, read with unaligned loads.
-            let (dw, wq) = unsafe {
-                let blk = wp.add(b * BB);
-                let d = i32::from(blk.cast::<u16>().read_unaligned());
-                let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(d)));
-                (_mm256_set1_ps(d), _mm256_loadu_si256(blk.add(2).cast()))
-            };
-            // |w| as unsigned times x with w's sign: products equal w·x because
-            // activations lie in −127..=127.
-            let aw = _mm256_sign_epi8(wq, wq);
-            for i in 0..R {
-                // SAFETY: `a[i]` holds `nb` blocks (caller's contract).
-                let x = unsafe { a[i].get_unchecked(b) };
-                // SAFETY: `x.qs` is 32 bytes.
-                let xq = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
-                let sx = _mm256_sign_epi8(xq, wq);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(x.d));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[i]);
-            }
-        }
-        let mut out = [0f32; R];
-        for i in 0..R {
-            out[i] = hsum(acc[i]);
         }
         out
     }

@@ -19,6 +19,8 @@ use super::{ActBlock, Format, QK, read_f16};
 
 /// Bytes of a Q5_0 block: `d` (f16), 32 high bits, 16 bytes of nibbles.
 pub(super) const Q5_0_BYTES: usize = 22;
+/// Bytes of a Q8_0 block: `d` (f16), 32 signed bytes.
+pub(super) const Q8_0_BYTES: usize = 34;
 /// Bytes of a Q4_K super-block: `d`, `dmin` (f16), 12 bytes of 6-bit scales and
 /// minimums, 128 bytes of nibbles.
 pub(super) const Q4K_BYTES: usize = 144;
@@ -127,6 +129,48 @@ pub(super) fn sub_weights(fmt: Format, blk: &[u8], j: usize) -> [u8; QK] {
     u
 }
 
+/// Sub-blocks of 32 weights per group of the AVX2 products: a K-quant super-block,
+/// or eight Q5_0 / Q8_0 blocks.
+pub(super) const GROUP: usize = 8;
+
+/// The eight 6-bit scales and the eight 6-bit minimums of a Q4_K / Q5_K super-block
+/// (from its 12 packed bytes), each as eight bytes of a little-endian `u64`; the
+/// same values as [`scale_min_k4`] for `j = 0..8`, computed with whole-word
+/// operations.
+#[inline]
+pub(super) fn scales_mins_k4(q: &[u8; 12]) -> (u64, u64) {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (w0, w1, w2) = (w(0), w(1), w(2));
+    // Sub-blocks 0..4: low 6 bits of bytes 0..4 (scales) and 4..8 (minimums).
+    // Sub-blocks 4..8: nibbles of bytes 8..12 with the top 2 bits of bytes 0..4
+    // (scales) and 4..8 (minimums) above them.
+    let sc_hi = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let m_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    (
+        u64::from(w0 & LOW6) | (u64::from(sc_hi) << 32),
+        u64::from(w1 & LOW6) | (u64::from(m_hi) << 32),
+    )
+}
+
+/// The activations' scales laid out for the AVX2 group products: for each of the
+/// `rows` rows, the `d` of its blocks, then their `s`, each padded with zeros to a
+/// multiple of [`GROUP`] (one slice of `2 · padded` per row).
+pub(super) fn group_scales(acts: &[ActBlock], rows: usize) -> Vec<f32> {
+    let per_row = acts.len() / rows.max(1);
+    let padded = per_row.next_multiple_of(GROUP);
+    let mut out = vec![0f32; rows * 2 * padded];
+    for (src, dst) in acts.chunks(per_row.max(1)).zip(out.chunks_mut(2 * padded)) {
+        for (k, b) in src.iter().enumerate() {
+            dst[k] = b.d;
+            dst[padded + k] = b.s;
+        }
+    }
+    out
+}
+
 /// Dot products of one weight row (of `fmt`, Q5_0 or a K-quant) with `R`
 /// activation rows, portable Rust.
 pub(super) fn tile_scalar<const R: usize>(fmt: Format, w: &[u8], a: [&[ActBlock]; R]) -> [f32; R] {
@@ -158,8 +202,20 @@ pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::avx2::hsum;
-    use super::super::{ActBlock, Format, QK};
-    use super::{block_scales, int_offset};
+    use super::super::{ActBlock, Format};
+    use super::{GROUP, Q5_0_BYTES, Q8_0_BYTES, scales_mins_k4};
+
+    /// Format numbers for the const parameter of [`tile_as`].
+    const F_Q5_0: u8 = 0;
+    const F_Q4K: u8 = 1;
+    const F_Q5K: u8 = 2;
+    const F_Q6K: u8 = 3;
+    const F_Q8_0: u8 = 4;
+
+    /// Whether format `F` has signed weights (their signs go onto the activations).
+    const fn signed(f: u8) -> bool {
+        f == F_Q6K || f == F_Q8_0
+    }
 
     /// Byte `i` of the result is `0x10` where bit `i` of `bits` is set, else 0.
     #[inline]
@@ -233,50 +289,225 @@ pub(super) mod avx2 {
         }
     }
 
-    /// Dot products of one weight row (Q5_0 or a K-quant) with `R` activation rows.
+    /// Sums of eight vectors of eight `i32`: lane `j` of the result is the sum of
+    /// the lanes of `p[j]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn reduce8(p: [__m256i; GROUP]) -> __m256i {
+        let s01 = _mm256_hadd_epi32(p[0], p[1]);
+        let s23 = _mm256_hadd_epi32(p[2], p[3]);
+        let s45 = _mm256_hadd_epi32(p[4], p[5]);
+        let s67 = _mm256_hadd_epi32(p[6], p[7]);
+        // Lanes 0..4: the first halves of p0..p3, lanes 4..8 their second halves.
+        let s0123 = _mm256_hadd_epi32(s01, s23);
+        let s4567 = _mm256_hadd_epi32(s45, s67);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(s0123, s4567),
+            _mm256_permute2x128_si256::<0x31>(s0123, s4567),
+        )
+    }
+
+    /// One group of up to eight sub-blocks of a weight row, unpacked once and used
+    /// for every activation row of a tile.
+    struct Group {
+        /// Unsigned weights (Q6_K, Q8_0: their magnitudes) per sub-block.
+        u: [__m256i; GROUP],
+        /// Q6_K, Q8_0: the signed weights (Q6_K: `u − 32`), whose signs go onto
+        /// the activations.
+        signed: [__m256i; GROUP],
+        /// Integer multipliers of the 16 pair sums per sub-block: 1, or Q6_K's
+        /// scale per 16 weights.
+        mul: [__m256i; GROUP],
+        /// Scale `a` per sub-block.
+        a: __m256,
+        /// Offset `b` per sub-block (0 for Q6_K and Q8_0).
+        b: __m256,
+    }
+
+    /// Unpacks sub-blocks `g..g + n` of weight row `w` (`n ≤ GROUP`; for the
+    /// K-quants `g` starts a super-block and `n = GROUP`).
     ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C; `w` must hold whole blocks of `fmt`
-    /// and every `a[i]` one activation block per 32 weights of the row.
+    /// The CPU must support AVX2, FMA and F16C; the sub-blocks must lie in `w`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn group<const F: u8>(w: &[u8], g: usize, n: usize) -> Group {
+        let zero = _mm256_setzero_si256();
+        let ones = _mm256_set1_epi16(1);
+        let mut out = Group {
+            u: [zero; GROUP],
+            signed: [zero; GROUP],
+            mul: [ones; GROUP],
+            a: _mm256_setzero_ps(),
+            b: _mm256_setzero_ps(),
+        };
+        // SAFETY (all reads): the blocks lie in `w` (caller's contract); offsets
+        // follow each format's layout.
+        unsafe {
+            if F == F_Q5_0 || F == F_Q8_0 {
+                let bb = if F == F_Q5_0 { Q5_0_BYTES } else { Q8_0_BYTES };
+                let mut d = [0u16; GROUP];
+                for j in 0..n {
+                    let blk = w.as_ptr().add((g + j) * bb);
+                    d[j] = blk.cast::<u16>().read_unaligned();
+                    if F == F_Q5_0 {
+                        out.u[j] = unpack(Format::Q5_0, blk, 0);
+                    } else {
+                        let q = _mm256_loadu_si256(blk.add(2).cast());
+                        out.signed[j] = q;
+                        out.u[j] = _mm256_sign_epi8(q, q);
+                    }
+                }
+                out.a = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
+                if F == F_Q5_0 {
+                    out.b = _mm256_mul_ps(out.a, _mm256_set1_ps(-16.0));
+                }
+                return out;
+            }
+            let fmt = match F {
+                F_Q4K => Format::Q4K,
+                F_Q5K => Format::Q5K,
+                _ => Format::Q6K,
+            };
+            let blk = w.as_ptr().add(g / GROUP * fmt.block_bytes());
+            for j in 0..GROUP {
+                out.u[j] = unpack(fmt, blk, j);
+            }
+            if F == F_Q6K {
+                let d = f16_at(blk.add(208));
+                out.a = _mm256_set1_ps(d);
+                let sc = blk.add(192).cast::<i8>();
+                for j in 0..GROUP {
+                    let signed = _mm256_sub_epi8(out.u[j], _mm256_set1_epi8(32));
+                    out.signed[j] = signed;
+                    out.u[j] = _mm256_sign_epi8(signed, signed);
+                    out.mul[j] = _mm256_set_m128i(
+                        _mm_set1_epi16(i16::from(*sc.add(2 * j + 1))),
+                        _mm_set1_epi16(i16::from(*sc.add(2 * j))),
+                    );
+                }
+            } else {
+                let (sc, m) = scales_mins_k4(&*blk.add(4).cast::<[u8; 12]>());
+                let widen =
+                    |v: u64| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi64x(0, v as i64)));
+                out.a = _mm256_mul_ps(widen(sc), _mm256_set1_ps(f16_at(blk)));
+                out.b = _mm256_mul_ps(widen(m), _mm256_set1_ps(-f16_at(blk.add(2))));
+            }
+        }
+        out
+    }
+
+    /// Reads the IEEE half at `p` as f32 (F16C).
+    ///
+    /// # Safety
+    /// The CPU must support F16C; `p` must point to two readable bytes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        // SAFETY: two readable bytes at `p` (caller's contract).
+        let h = unsafe { p.cast::<u16>().read_unaligned() };
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
+    }
+
+    /// The eight integer sums of one activation row's blocks `x[0..n]` with the
+    /// group's sub-blocks (zero for `j ≥ n`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `x` must point to `n` activation blocks.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn row_sums<const F: u8>(gw: &Group, x: *const ActBlock, n: usize) -> __m256i {
+        let mut p = [_mm256_setzero_si256(); GROUP];
+        for j in 0..n.min(GROUP) {
+            // SAFETY: block `j < n` is readable (caller's contract); `qs` is 32 bytes.
+            let xq = unsafe { _mm256_loadu_si256((*x.add(j)).qs.as_ptr().cast()) };
+            let xq = if signed(F) {
+                _mm256_sign_epi8(xq, gw.signed[j])
+            } else {
+                xq
+            };
+            p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(gw.u[j], xq), gw.mul[j]);
+        }
+        reduce8(p)
+    }
+
+    /// Dot products of one weight row (Q5_0, Q8_0 or a K-quant) with `R` activation
+    /// rows, eight sub-blocks at a time: their integer sums are reduced together and
+    /// scaled in one vector operation, with the activations' scales from `s`
+    /// (see [`group_scales`](super::group_scales)).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; `w` must hold whole blocks of `fmt`,
+    /// every `a[i]` one activation block per 32 weights of the row and every `s[i]`
+    /// its row of [`group_scales`](super::group_scales).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(in super::super) unsafe fn tile<const R: usize>(
         fmt: Format,
         w: &[u8],
         a: [&[ActBlock]; R],
+        s: [&[f32]; R],
     ) -> [f32; R] {
-        let bb = fmt.block_bytes();
-        let subs = fmt.block_values() / QK;
-        let offset = int_offset(fmt) != 0;
-        let ones = _mm256_set1_epi16(1);
-        let c32 = _mm256_set1_epi8(32);
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut macc = [0f32; R];
-        for (bi, blk) in w.chunks_exact(bb).enumerate() {
-            let scales = block_scales(fmt, blk);
-            for (j, &(ah, b)) in scales.iter().enumerate().take(subs) {
-                // SAFETY: `blk` is a whole block of `fmt`.
-                let u = unsafe { unpack(fmt, blk.as_ptr(), j) };
-                let av = _mm256_setr_m128(_mm_set1_ps(ah[0]), _mm_set1_ps(ah[1]));
-                for i in 0..R {
-                    // SAFETY: `a[i]` has one block per 32 weights (caller's contract).
-                    let x = unsafe { a[i].get_unchecked(bi * subs + j) };
-                    // SAFETY: `x.qs` is 32 bytes.
-                    let xq = unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) };
-                    let mut p = _mm256_maddubs_epi16(u, xq);
-                    if offset {
-                        p = _mm256_sub_epi16(p, _mm256_maddubs_epi16(c32, xq));
-                    }
-                    let p = _mm256_madd_epi16(p, ones);
-                    let scale = _mm256_mul_ps(av, _mm256_set1_ps(x.d));
-                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[i]);
-                    macc[i] += b * x.s;
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match fmt {
+                Format::Q5_0 => tile_as::<R, F_Q5_0>(w, a, s),
+                Format::Q4K => tile_as::<R, F_Q4K>(w, a, s),
+                Format::Q5K => tile_as::<R, F_Q5K>(w, a, s),
+                Format::Q6K => tile_as::<R, F_Q6K>(w, a, s),
+                Format::Q8_0 => tile_as::<R, F_Q8_0>(w, a, s),
+                Format::Q4_0 | Format::Q4_1 => {
+                    unreachable!("{fmt:?} has its own AVX2 products")
                 }
             }
         }
+    }
+
+    /// [`tile`] for one format `F`.
+    ///
+    /// # Safety
+    /// As for [`tile`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_as<const R: usize, const F: u8>(
+        w: &[u8],
+        a: [&[ActBlock]; R],
+        s: [&[f32]; R],
+    ) -> [f32; R] {
+        let subs = a[0].len();
+        let padded = subs.next_multiple_of(GROUP);
+        assert!(a.iter().all(|r| r.len() == subs));
+        assert!(s.iter().all(|r| r.len() == 2 * padded));
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut g = 0;
+        while g < subs {
+            let n = (subs - g).min(GROUP);
+            // SAFETY: sub-blocks `g..g + n` lie in `w` (caller's contract).
+            let gw = unsafe { group::<F>(w, g, n) };
+            for i in 0..R {
+                // SAFETY: `a[i]` has `subs ≥ g + n` blocks; `s[i]` has `padded ≥ g + 8`
+                // scales, then as many sums (asserted above).
+                unsafe {
+                    let x = a[i].as_ptr().add(g);
+                    let sums = if n == GROUP {
+                        row_sums::<F>(&gw, x, GROUP)
+                    } else {
+                        row_sums::<F>(&gw, x, n)
+                    };
+                    let d = _mm256_loadu_ps(s[i].as_ptr().add(g));
+                    let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), gw.a);
+                    acc[i] = _mm256_fmadd_ps(t, d, acc[i]);
+                    if !signed(F) {
+                        let sx = _mm256_loadu_ps(s[i].as_ptr().add(padded + g));
+                        acc[i] = _mm256_fmadd_ps(gw.b, sx, acc[i]);
+                    }
+                }
+            }
+            g += n;
+        }
         let mut out = [0f32; R];
         for i in 0..R {
-            out[i] = hsum(acc[i]) + macc[i];
+            out[i] = hsum(acc[i]);
         }
         out
     }
@@ -295,5 +526,28 @@ mod tests {
         assert_eq!(scale_min_k4(3, &q), (4, 8));
         assert_eq!(scale_min_k4(4, &q), (0x0a | (3 << 4), 0x09 | (2 << 4)));
         assert_eq!(scale_min_k4(7, &q), (0x01, 0x0f));
+    }
+
+    #[test]
+    fn whole_word_scales_match_the_bytewise_unpacking() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200 {
+            let mut q = [0u8; 12];
+            for b in &mut q {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = seed as u8;
+            }
+            let (sc, m) = scales_mins_k4(&q);
+            for j in 0..8 {
+                let want = scale_min_k4(j, &q);
+                assert_eq!(
+                    ((sc >> (8 * j)) as u8, (m >> (8 * j)) as u8),
+                    want,
+                    "{q:?} j={j}"
+                );
+            }
+        }
     }
 }
