@@ -200,6 +200,7 @@ pub(super) mod avx2 {
     //! unpacked to 32 bytes in a register once per tile of rows.
 
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     use super::super::avx2::hsum;
     use super::super::{ActBlock, Format};
@@ -307,6 +308,9 @@ pub(super) mod avx2 {
         )
     }
 
+    /// Groups unpacked at a time (13 KiB on the stack).
+    const SEGMENT: usize = 16;
+
     /// One group of up to eight sub-blocks of a weight row, unpacked once and used
     /// for every activation row of a tile.
     struct Group {
@@ -347,9 +351,9 @@ pub(super) mod avx2 {
             if F == F_Q5_0 || F == F_Q8_0 {
                 let bb = if F == F_Q5_0 { Q5_0_BYTES } else { Q8_0_BYTES };
                 let mut d = [0u16; GROUP];
-                for j in 0..n {
+                for (j, d) in d.iter_mut().enumerate().take(n) {
                     let blk = w.as_ptr().add((g + j) * bb);
-                    d[j] = blk.cast::<u16>().read_unaligned();
+                    *d = blk.cast::<u16>().read_unaligned();
                     if F == F_Q5_0 {
                         out.u[j] = unpack(Format::Q5_0, blk, 0);
                     } else {
@@ -418,7 +422,7 @@ pub(super) mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn row_sums<const F: u8>(gw: &Group, x: *const ActBlock, n: usize) -> __m256i {
         let mut p = [_mm256_setzero_si256(); GROUP];
-        for j in 0..n.min(GROUP) {
+        for (j, p) in p.iter_mut().enumerate().take(n) {
             // SAFETY: block `j < n` is readable (caller's contract); `qs` is 32 bytes.
             let xq = unsafe { _mm256_loadu_si256((*x.add(j)).qs.as_ptr().cast()) };
             let xq = if signed(F) {
@@ -426,7 +430,7 @@ pub(super) mod avx2 {
             } else {
                 xq
             };
-            p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(gw.u[j], xq), gw.mul[j]);
+            *p = _mm256_madd_epi16(_mm256_maddubs_epi16(gw.u[j], xq), gw.mul[j]);
         }
         reduce8(p)
     }
@@ -479,31 +483,49 @@ pub(super) mod avx2 {
         assert!(a.iter().all(|r| r.len() == subs));
         assert!(s.iter().all(|r| r.len() == 2 * padded));
         let mut acc = [_mm256_setzero_ps(); R];
-        let mut g = 0;
-        while g < subs {
-            let n = (subs - g).min(GROUP);
-            // SAFETY: sub-blocks `g..g + n` lie in `w` (caller's contract).
-            let gw = unsafe { group::<F>(w, g, n) };
+        // The row is taken a segment of groups at a time: the segment's groups are
+        // unpacked once, then each activation row runs through all of them with
+        // its sum in a register.
+        let mut seg = [const { MaybeUninit::<Group>::uninit() }; SEGMENT];
+        let mut start = 0;
+        while start < subs {
+            let mut count = 0;
+            let mut end = start;
+            while count < SEGMENT && end < subs {
+                let n = (subs - end).min(GROUP);
+                // SAFETY: sub-blocks `end..end + n` lie in `w` (caller's contract).
+                seg[count].write(unsafe { group::<F>(w, end, n) });
+                count += 1;
+                end += n;
+            }
             for i in 0..R {
-                // SAFETY: `a[i]` has `subs ≥ g + n` blocks; `s[i]` has `padded ≥ g + 8`
-                // scales, then as many sums (asserted above).
-                unsafe {
-                    let x = a[i].as_ptr().add(g);
-                    let sums = if n == GROUP {
-                        row_sums::<F>(&gw, x, GROUP)
-                    } else {
-                        row_sums::<F>(&gw, x, n)
-                    };
-                    let d = _mm256_loadu_ps(s[i].as_ptr().add(g));
-                    let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), gw.a);
-                    acc[i] = _mm256_fmadd_ps(t, d, acc[i]);
-                    if !signed(F) {
-                        let sx = _mm256_loadu_ps(s[i].as_ptr().add(padded + g));
-                        acc[i] = _mm256_fmadd_ps(gw.b, sx, acc[i]);
+                let mut sum = acc[i];
+                for (k, gw) in seg[..count].iter().enumerate() {
+                    let g = start + k * GROUP;
+                    let n = (subs - g).min(GROUP);
+                    // SAFETY: `seg[..count]` were written above. `a[i]` has
+                    // `subs ≥ g + n` blocks; `s[i]` has `padded ≥ g + 8` scales, then as
+                    // many sums (asserted above).
+                    unsafe {
+                        let gw = gw.assume_init_ref();
+                        let x = a[i].as_ptr().add(g);
+                        let sums = if n == GROUP {
+                            row_sums::<F>(gw, x, GROUP)
+                        } else {
+                            row_sums::<F>(gw, x, n)
+                        };
+                        let d = _mm256_loadu_ps(s[i].as_ptr().add(g));
+                        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), gw.a);
+                        sum = _mm256_fmadd_ps(t, d, sum);
+                        if !signed(F) {
+                            let sx = _mm256_loadu_ps(s[i].as_ptr().add(padded + g));
+                            sum = _mm256_fmadd_ps(gw.b, sx, sum);
+                        }
                     }
                 }
+                acc[i] = sum;
             }
-            g += n;
+            start = end;
         }
         let mut out = [0f32; R];
         for i in 0..R {
