@@ -796,7 +796,6 @@ impl Weights<'_> {
         let row = |r: usize| &acts[r * nb..(r + 1) * nb];
         let srow = |r: usize| scales.get(r * per_row..(r + 1) * per_row).unwrap_or(&[]);
         self.sweep(
-            TILE,
             outs,
             rows,
             y,
@@ -820,7 +819,6 @@ impl Weights<'_> {
         let per_row = self.nb / 2;
         let row = |r: usize| &pairs[r * per_row..(r + 1) * per_row];
         self.sweep(
-            TILE,
             outs,
             rows,
             y,
@@ -833,13 +831,12 @@ impl Weights<'_> {
     }
 
     /// Sweeps weight rows `outs` over activation rows `rows` in tiles of at most
-    /// `max_tile` (4 or 8) rows, so each weight row is unpacked once per tile; the
-    /// `tileN` functions compute N rows (given by index) at once.
+    /// [`TILE`] rows, so each weight row is unpacked once per tile; the `tileN`
+    /// functions compute N rows (given by index) at once.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn sweep(
         &self,
-        max_tile: usize,
         outs: Range<usize>,
         rows: Range<usize>,
         y: &[AtomicU32],
@@ -859,7 +856,7 @@ impl Weights<'_> {
             let w = &self.data[o * self.row_bytes..(o + 1) * self.row_bytes];
             let mut r = rows.start;
             while r < rows.end {
-                let n = match (rows.end - r).min(max_tile) {
+                let n = match (rows.end - r).min(TILE) {
                     8 => {
                         put(r, o, &tile8(w, std::array::from_fn(|i| r + i)));
                         8

@@ -509,6 +509,7 @@ pub(super) mod avx2 {
                     unsafe {
                         let gw = gw.assume_init_ref();
                         let x = a[i].as_ptr().add(g);
+                        // A literal count lets full groups unroll completely.
                         let sums = if n == GROUP {
                             row_sums::<F>(gw, x, GROUP)
                         } else {
