@@ -33,6 +33,8 @@ use crate::error::{EngineError, Result};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod eight_rows;
 mod kquants;
 #[cfg(target_arch = "x86_64")]
 use avx512::ActPair;
@@ -181,9 +183,10 @@ impl Format {
         matches!(self, Self::Q5_0 | Self::Q4K | Self::Q5K | Self::Q6K)
     }
 
-    /// Whether the AVX2 products go through the group products of [`kquants`].
+    /// Whether the AVX2 products go through the group products of [`kquants`]
+    /// (Q5_0 goes through `eight_rows` instead).
     fn grouped_on_avx2(self) -> bool {
-        self.is_sub_form() || self == Self::Q8_0
+        matches!(self, Self::Q4K | Self::Q5K | Self::Q6K | Self::Q8_0)
     }
 
     /// Bytes of one weight row of `in_features` weights.
@@ -792,6 +795,24 @@ impl Weights<'_> {
         y: &[AtomicU32],
     ) {
         let nb = self.nb;
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Avx2 && self.format == Format::Q5_0 {
+            // SAFETY: `matmul_with` checked that the CPU has AVX2, FMA and F16C; the
+            // job's row blocks are at most ROW_BLOCK rows.
+            unsafe {
+                eight_rows::compute_q5_0(
+                    self.data,
+                    self.row_bytes,
+                    nb,
+                    acts,
+                    outs,
+                    rows,
+                    self.out,
+                    y,
+                )
+            };
+            return;
+        }
         let per_row = 2 * nb.next_multiple_of(kquants::GROUP);
         let row = |r: usize| &acts[r * nb..(r + 1) * nb];
         let srow = |r: usize| scales.get(r * per_row..(r + 1) * per_row).unwrap_or(&[]);
@@ -1226,7 +1247,9 @@ mod tests {
         }
     }
 
-    const SHAPES: [(usize, usize); 4] = [(64, 96), (96, 64), (160, 576), (608, 320)];
+    /// Shapes for the 32-value formats; (13, 1088) has a partial group of eight
+    /// rows and more blocks per row than one segment of the eight-row products.
+    const SHAPES: [(usize, usize); 5] = [(64, 96), (96, 64), (160, 576), (608, 320), (13, 1088)];
 
     /// Shapes for the K-quants, whose rows are super-blocks of 256.
     const K_SHAPES: [(usize, usize); 3] = [(64, 256), (96, 512), (40, 1280)];
