@@ -33,7 +33,6 @@ use crate::error::{EngineError, Result};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-#[cfg(target_arch = "x86_64")]
 mod eight_rows;
 mod kquants;
 #[cfg(target_arch = "x86_64")]
@@ -202,6 +201,9 @@ enum Bytes {
     Owned(Arc<[u8]>),
     /// The storage of a CPU `QTensor`, shared without copying.
     Shared(Arc<QTensor>),
+    /// Q5_0 blocks regrouped eight rows at a time for the AVX2 products
+    /// (`eight_rows::repack`).
+    Regrouped(Arc<[u8]>),
 }
 
 /// A quantised weight matrix `[out_features, in_features]` in its raw GGUF block
@@ -243,23 +245,59 @@ impl QuantWeight {
         data: Vec<u8>,
     ) -> Result<Self> {
         let format = Self::check(dtype, out_features, in_features, data.len())?;
+        let bytes = if Self::regroups(format) {
+            Bytes::Regrouped(
+                eight_rows::repack(&data, out_features, in_features / QK).into(),
+            )
+        } else {
+            Bytes::Owned(data.into())
+        };
         Ok(Self {
             dtype,
             format,
             out_features,
             in_features,
-            bytes: Bytes::Owned(data.into()),
+            bytes,
         })
     }
 
+    /// A copy in the given layout: Q5_0 blocks regrouped for the AVX2 products or
+    /// in the GGUF layout (tests compare the two bit for bit).
+    #[cfg(test)]
+    fn in_layout(&self, regrouped: bool) -> Self {
+        let data = self.data().expect("data").into_owned();
+        let bytes = if regrouped {
+            assert_eq!(self.format, Format::Q5_0);
+            Bytes::Regrouped(
+                eight_rows::repack(&data, self.out_features, self.in_features / QK).into(),
+            )
+        } else {
+            Bytes::Owned(data.into())
+        };
+        Self {
+            bytes,
+            ..self.clone()
+        }
+    }
+
+    /// Whether weights of `format` are regrouped at load: Q5_0 where the products
+    /// run on AVX2 (`eight_rows`).
+    fn regroups(format: Format) -> bool {
+        format == Format::Q5_0 && Kernel::detect() == Kernel::Avx2
+    }
+
     /// Uses the blocks of a 2-D quantised tensor (shape `[out, in]`); CPU tensors
-    /// are shared without copying.
+    /// are shared without copying, except that Q5_0 blocks are regrouped for the
+    /// AVX2 products when no one else holds the tensor.
     pub fn from_qtensor(qtensor: Arc<QTensor>) -> Result<Self> {
         let (out_features, in_features) = qtensor.shape().dims2()?;
         let dtype = qtensor.dtype();
         let len = qtensor.data()?.len();
         let format = Self::check(dtype, out_features, in_features, len)?;
-        let bytes = if qtensor.device().is_cpu() {
+        let bytes = if Self::regroups(format) && Arc::strong_count(&qtensor) == 1 {
+            let data = qtensor.data()?;
+            Bytes::Regrouped(eight_rows::repack(&data, out_features, in_features / QK).into())
+        } else if qtensor.device().is_cpu() {
             Bytes::Shared(qtensor)
         } else {
             Bytes::Owned(qtensor.data()?.into())
@@ -306,11 +344,16 @@ impl QuantWeight {
         self.in_features
     }
 
-    /// The raw block bytes.
+    /// The raw GGUF block bytes.
     pub fn data(&self) -> Result<Cow<'_, [u8]>> {
         Ok(match &self.bytes {
             Bytes::Owned(v) => Cow::Borrowed(v),
             Bytes::Shared(q) => q.data()?,
+            Bytes::Regrouped(v) => Cow::Owned(eight_rows::unpack_rows(
+                v,
+                self.in_features / QK,
+                0..self.out_features,
+            )),
         })
     }
 
@@ -553,21 +596,50 @@ impl Job {
 
     /// Computes chunk `c` (a row block × an output range) and marks it done.
     fn compute(&self, c: usize) {
-        match self.weight.data() {
-            Ok(data) => {
-                let nb = self.weight.in_features / QK;
+        let nb = self.weight.in_features / QK;
+        let r0 = (c / self.out_chunks) * self.row_block;
+        let o0 = (c % self.out_chunks) * self.out_chunk;
+        let outs = o0..(o0 + self.out_chunk).min(self.weight.out_features);
+        let rows = r0..(r0 + self.row_block).min(self.rows);
+        let data = match &self.weight.bytes {
+            #[cfg(target_arch = "x86_64")]
+            Bytes::Regrouped(v) if self.kernel == Kernel::Avx2 => {
+                // SAFETY: `matmul_with` checked that the CPU has AVX2, FMA and F16C;
+                // chunks start at multiples of 16 outputs and span at most
+                // ROW_BLOCK rows.
+                unsafe {
+                    eight_rows::avx2::compute(
+                        eight_rows::avx2::Layout::Regrouped(v),
+                        nb,
+                        &self.acts,
+                        outs.clone(),
+                        rows.clone(),
+                        self.weight.out_features,
+                        &self.y,
+                    )
+                };
+                Ok(None)
+            }
+            // Other kernels (measurements, references) read this chunk's rows
+            // back in the GGUF layout.
+            Bytes::Regrouped(v) => Ok(Some((
+                Cow::Owned(eight_rows::unpack_rows(v, nb, outs.clone())),
+                outs.start,
+            ))),
+            _ => self.weight.data().map(|d| Some((d, 0))),
+        };
+        match data {
+            Ok(None) => {}
+            Ok(Some((data, first))) => {
                 let w = Weights {
                     kernel: self.kernel,
                     format: self.format,
                     data: &data,
+                    first,
                     row_bytes: self.format.row_bytes(self.weight.in_features),
                     nb,
                     out: self.weight.out_features,
                 };
-                let r0 = (c / self.out_chunks) * self.row_block;
-                let o0 = (c % self.out_chunks) * self.out_chunk;
-                let outs = o0..(o0 + self.out_chunk).min(self.weight.out_features);
-                let rows = r0..(r0 + self.row_block).min(self.rows);
                 if self.kernel == Kernel::Avx512Vnni {
                     w.compute_pairs(&self.pairs, outs, rows, &self.y);
                 } else {
@@ -776,7 +848,9 @@ fn read_f16(b: &[u8], at: usize) -> f32 {
 struct Weights<'a> {
     kernel: Kernel,
     format: Format,
+    /// Rows `first..` of the matrix in the GGUF layout.
     data: &'a [u8],
+    first: usize,
     row_bytes: usize,
     nb: usize,
     /// Output features: the stride of a row of results.
@@ -797,12 +871,14 @@ impl Weights<'_> {
         let nb = self.nb;
         #[cfg(target_arch = "x86_64")]
         if self.kernel == Kernel::Avx2 && self.format == Format::Q5_0 {
-            // SAFETY: `matmul_with` checked that the CPU has AVX2, FMA and F16C; the
-            // job's row blocks are at most ROW_BLOCK rows.
+            // SAFETY: `matmul_with` checked that the CPU has AVX2, FMA and F16C;
+            // chunks start at multiples of 16 outputs and span at most ROW_BLOCK
+            // rows; `data` holds every row (regrouped weights, whose chunks hold
+            // only their own rows, take this kernel in `Job::compute`).
+            assert_eq!(self.first, 0);
             unsafe {
-                eight_rows::compute_q5_0(
-                    self.data,
-                    self.row_bytes,
+                eight_rows::avx2::compute(
+                    eight_rows::avx2::Layout::Gguf(&self.data[..]),
                     nb,
                     acts,
                     outs,
@@ -874,7 +950,8 @@ impl Weights<'_> {
             }
         };
         for o in outs {
-            let w = &self.data[o * self.row_bytes..(o + 1) * self.row_bytes];
+            let at = (o - self.first) * self.row_bytes;
+            let w = &self.data[at..at + self.row_bytes];
             let mut r = rows.start;
             while r < rows.end {
                 let n = match (rows.end - r).min(TILE) {
@@ -1218,6 +1295,24 @@ mod tests {
         for (k, r) in kernels().iter().zip(&results).skip(1) {
             let err = rel_err(r, &results[0]);
             assert!(err < 1e-5, "scalar and {k:?} differ: {err}");
+        }
+    }
+
+    #[test]
+    fn regrouped_q5_0_gives_the_same_bits_as_the_gguf_layout() {
+        for &(out, inp) in &SHAPES {
+            let (qw, _) = weight(GgmlDType::Q5_0, out, inp, 21);
+            let (gguf, regrouped) = (qw.in_layout(false), qw.in_layout(true));
+            for rows in [1, 3, 9, 20] {
+                let x = noise(rows * inp, 22);
+                for k in kernels() {
+                    assert_eq!(
+                        gguf.matmul_with(k, &x, rows).expect("gguf"),
+                        regrouped.matmul_with(k, &x, rows).expect("regrouped"),
+                        "{k:?} rows={rows} out={out} in={inp}"
+                    );
+                }
+            }
         }
     }
 
