@@ -182,8 +182,9 @@ impl Format {
         matches!(self, Self::Q5_0 | Self::Q4K | Self::Q5K | Self::Q6K)
     }
 
-    /// Whether the AVX2 products go through the group products of [`kquants`]
-    /// (Q5_0 goes through `eight_rows` instead).
+    /// Whether the AVX2 products of GGUF-layout weights go through the group
+    /// products of [`kquants`] (Q5_0 goes through `eight_rows` instead, and so do
+    /// regrouped Q8_0 weights).
     fn grouped_on_avx2(self) -> bool {
         matches!(self, Self::Q4K | Self::Q5K | Self::Q6K | Self::Q8_0)
     }
@@ -201,7 +202,7 @@ enum Bytes {
     Owned(Arc<[u8]>),
     /// The storage of a CPU `QTensor`, shared without copying.
     Shared(Arc<QTensor>),
-    /// Q5_0 blocks regrouped eight rows at a time for the AVX2 products
+    /// Q5_0 or Q8_0 blocks regrouped eight rows at a time for the AVX2 products
     /// (`eight_rows::repack`).
     Regrouped(Arc<[u8]>),
 }
@@ -247,7 +248,7 @@ impl QuantWeight {
         let format = Self::check(dtype, out_features, in_features, data.len())?;
         let bytes = if Self::regroups(format) {
             Bytes::Regrouped(
-                eight_rows::repack(&data, out_features, in_features / QK).into(),
+                eight_rows::repack(format, &data, out_features, in_features / QK).into(),
             )
         } else {
             Bytes::Owned(data.into())
@@ -261,15 +262,15 @@ impl QuantWeight {
         })
     }
 
-    /// A copy in the given layout: Q5_0 blocks regrouped for the AVX2 products or
+    /// A copy in the given layout: blocks regrouped for the AVX2 products or
     /// in the GGUF layout (tests compare the two bit for bit).
     #[cfg(test)]
     fn in_layout(&self, regrouped: bool) -> Self {
         let data = self.data().expect("data").into_owned();
         let bytes = if regrouped {
-            assert_eq!(self.format, Format::Q5_0);
+            assert!(eight_rows::regroupable(self.format));
             Bytes::Regrouped(
-                eight_rows::repack(&data, self.out_features, self.in_features / QK).into(),
+                eight_rows::repack(self.format, &data, self.out_features, self.in_features / QK).into(),
             )
         } else {
             Bytes::Owned(data.into())
@@ -280,14 +281,14 @@ impl QuantWeight {
         }
     }
 
-    /// Whether weights of `format` are regrouped at load: Q5_0 where the products
-    /// run on AVX2 (`eight_rows`).
+    /// Whether weights of `format` are regrouped at load: Q5_0 and Q8_0 where the
+    /// products run on AVX2 (`eight_rows`).
     fn regroups(format: Format) -> bool {
-        format == Format::Q5_0 && Kernel::detect() == Kernel::Avx2
+        eight_rows::regroupable(format) && Kernel::detect() == Kernel::Avx2
     }
 
     /// Uses the blocks of a 2-D quantised tensor (shape `[out, in]`); CPU tensors
-    /// are shared without copying, except that Q5_0 blocks are regrouped for the
+    /// are shared without copying, except that Q5_0 and Q8_0 blocks are regrouped for the
     /// AVX2 products when no one else holds the tensor.
     pub fn from_qtensor(qtensor: Arc<QTensor>) -> Result<Self> {
         let (out_features, in_features) = qtensor.shape().dims2()?;
@@ -296,7 +297,7 @@ impl QuantWeight {
         let format = Self::check(dtype, out_features, in_features, len)?;
         let bytes = if Self::regroups(format) && Arc::strong_count(&qtensor) == 1 {
             let data = qtensor.data()?;
-            Bytes::Regrouped(eight_rows::repack(&data, out_features, in_features / QK).into())
+            Bytes::Regrouped(eight_rows::repack(format, &data, out_features, in_features / QK).into())
         } else if qtensor.device().is_cpu() {
             Bytes::Shared(qtensor)
         } else {
@@ -350,6 +351,7 @@ impl QuantWeight {
             Bytes::Owned(v) => Cow::Borrowed(v),
             Bytes::Shared(q) => q.data()?,
             Bytes::Regrouped(v) => Cow::Owned(eight_rows::unpack_rows(
+                self.format,
                 v,
                 self.in_features / QK,
                 0..self.out_features,
@@ -408,7 +410,8 @@ impl QuantWeight {
         };
         #[cfg(not(target_arch = "x86_64"))]
         let pairs = Vec::new();
-        let scales = if kernel == Kernel::Avx2 && self.format.grouped_on_avx2() {
+        let regrouped = matches!(self.bytes, Bytes::Regrouped(_));
+        let scales = if kernel == Kernel::Avx2 && self.format.grouped_on_avx2() && !regrouped {
             kquants::group_scales(&acts, rows)
         } else {
             Vec::new()
@@ -609,6 +612,7 @@ impl Job {
                 // ROW_BLOCK rows.
                 unsafe {
                     eight_rows::avx2::compute(
+                        self.format,
                         eight_rows::avx2::Layout::Regrouped(v),
                         nb,
                         &self.acts,
@@ -623,7 +627,12 @@ impl Job {
             // Other kernels (measurements, references) read this chunk's rows
             // back in the GGUF layout.
             Bytes::Regrouped(v) => Ok(Some((
-                Cow::Owned(eight_rows::unpack_rows(v, nb, outs.clone())),
+                Cow::Owned(eight_rows::unpack_rows(
+                    self.format,
+                    v,
+                    nb,
+                    outs.clone(),
+                )),
                 outs.start,
             ))),
             _ => self.weight.data().map(|d| Some((d, 0))),
@@ -878,6 +887,7 @@ impl Weights<'_> {
             assert_eq!(self.first, 0);
             unsafe {
                 eight_rows::avx2::compute(
+                    Format::Q5_0,
                     eight_rows::avx2::Layout::Gguf(&self.data[..]),
                     nb,
                     acts,

@@ -1,4 +1,5 @@
-//! Q5_0 products eight weight rows at a time, and the weight layout they read.
+//! Q5_0 and Q8_0 products eight weight rows at a time, and the weight layout
+//! they read.
 //!
 //! The row-at-a-time products (`kquants::avx2`) give each output as the sum of
 //! a vector of partial sums, so every block of 32 costs a horizontal reduction.
@@ -12,44 +13,74 @@
 //! across batch sizes.
 //!
 //! Weights the engine owns are regrouped once at load ([`repack`]) so that this
-//! unpacking is a few shifts and masks; the same 176 bytes per eight blocks as
-//! GGUF's 8 × 22. Weights shared with a tensor someone else still holds (a tied
-//! embedding) keep the GGUF layout and are transposed while unpacking, with
-//! identical results.
+//! unpacking is a few loads, shifts and masks, in the same bytes as GGUF's
+//! (8 × 22 per eight Q5_0 blocks, 8 × 34 per eight Q8_0 blocks). Q5_0 weights
+//! shared with a tensor someone else still holds (a tied embedding) keep the
+//! GGUF layout and are transposed while unpacking, with identical results;
+//! shared Q8_0 weights use the row-at-a-time products.
 
-use super::kquants::Q5_0_BYTES;
+use super::Format;
+use super::kquants::{Q5_0_BYTES, Q8_0_BYTES};
 
 /// Weight rows per group: one per 32-bit lane of an AVX2 register.
 pub(super) const LANES: usize = 8;
 
-/// Bytes of one regrouped block: the same blocks of eight rows.
-pub(super) const GROUP_BYTES: usize = LANES * Q5_0_BYTES;
-
-/// Offset of the high-bit words in a regrouped block (after the eight scales).
+/// Offset of the high-bit words in a regrouped Q5_0 block (after the eight scales).
 const HIGH_AT: usize = 2 * LANES;
 
-/// Offset of the four nibble words in a regrouped block.
+/// Offset of the four nibble words in a regrouped Q5_0 block.
 const NIBBLES_AT: usize = HIGH_AT + 4 * LANES;
 
-/// Regroups a Q5_0 matrix of `out` rows of `nb` GGUF blocks: block `j` of rows
-/// `8g..8g + 8` becomes the 176 bytes at `(g · nb + j) · 176` (rows past `out`
-/// are zero):
+/// Offset of the weights in a regrouped Q8_0 block (after the eight scales).
+const Q8_AT: usize = 2 * LANES;
+
+/// Whether weights of `fmt` can be regrouped.
+pub(super) fn regroupable(fmt: Format) -> bool {
+    matches!(fmt, Format::Q5_0 | Format::Q8_0)
+}
+
+/// Bytes of one GGUF block of `fmt` (Q5_0 or Q8_0).
+fn block_bytes(fmt: Format) -> usize {
+    if fmt == Format::Q5_0 {
+        Q5_0_BYTES
+    } else {
+        Q8_0_BYTES
+    }
+}
+
+/// Bytes of one regrouped block of `fmt`: the same blocks of eight rows.
+pub(super) fn group_bytes(fmt: Format) -> usize {
+    LANES * block_bytes(fmt)
+}
+
+/// Regroups a matrix of `fmt` (Q5_0 or Q8_0) of `out` rows of `nb` GGUF blocks:
+/// block `j` of rows `8g..8g + 8` becomes the [`group_bytes`] at
+/// `(g · nb + j) · group_bytes` (rows past `out` are zero). Bytes `0..16` hold
+/// the eight rows' scales (f16), then:
 ///
-/// * bytes `0..16`: the eight rows' scales (f16);
-/// * bytes `16..48`: per row `l` a word whose byte `b`, bit `k`, is the high bit
-///   of weight `4k + b`;
-/// * bytes `48..176`: four registers of 32 bytes; register `m`, word `l` holds
-///   bytes `4m..4m + 4` of row `l`'s nibbles (weights `4m + b` in the low
-///   nibbles, `16 + 4m + b` in the high).
-pub(super) fn repack(raw: &[u8], out: usize, nb: usize) -> Vec<u8> {
+/// * Q5_0: bytes `16..48`: per row `l` a word whose byte `b`, bit `k`, is the
+///   high bit of weight `4k + b`; bytes `48..176`: four registers of 32 bytes,
+///   register `m`, word `l` holding bytes `4m..4m + 4` of row `l`'s nibbles
+///   (weights `4m + b` in the low nibbles, `16 + 4m + b` in the high);
+/// * Q8_0: bytes `16..272`: eight registers of 32 bytes, register `k`, word `l`
+///   holding weights `4k..4k + 4` of row `l`.
+pub(super) fn repack(fmt: Format, raw: &[u8], out: usize, nb: usize) -> Vec<u8> {
+    let (bb, gb) = (block_bytes(fmt), group_bytes(fmt));
     let groups = out.div_ceil(LANES);
-    let mut packed = vec![0u8; groups * nb * GROUP_BYTES];
+    let mut packed = vec![0u8; groups * nb * gb];
     for o in 0..out {
         let (g, l) = (o / LANES, o % LANES);
         for j in 0..nb {
-            let src = &raw[(o * nb + j) * Q5_0_BYTES..][..Q5_0_BYTES];
-            let dst = &mut packed[(g * nb + j) * GROUP_BYTES..][..GROUP_BYTES];
+            let src = &raw[(o * nb + j) * bb..][..bb];
+            let dst = &mut packed[(g * nb + j) * gb..][..gb];
             dst[2 * l..2 * l + 2].copy_from_slice(&src[..2]);
+            if fmt == Format::Q8_0 {
+                for k in 0..8 {
+                    let at = Q8_AT + 32 * k + 4 * l;
+                    dst[at..at + 4].copy_from_slice(&src[2 + 4 * k..6 + 4 * k]);
+                }
+                continue;
+            }
             let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
             for b in 0..4 {
                 dst[HIGH_AT + 4 * l + b] = (0..8)
@@ -65,16 +96,29 @@ pub(super) fn repack(raw: &[u8], out: usize, nb: usize) -> Vec<u8> {
     packed
 }
 
-/// The GGUF bytes of rows `rows` of a matrix regrouped by [`repack`], one row of
-/// `nb` blocks after the other.
-pub(super) fn unpack_rows(packed: &[u8], nb: usize, rows: std::ops::Range<usize>) -> Vec<u8> {
-    let mut raw = vec![0u8; rows.len() * nb * Q5_0_BYTES];
+/// The GGUF bytes of rows `rows` of a matrix of `fmt` regrouped by [`repack`],
+/// one row of `nb` blocks after the other.
+pub(super) fn unpack_rows(
+    fmt: Format,
+    packed: &[u8],
+    nb: usize,
+    rows: std::ops::Range<usize>,
+) -> Vec<u8> {
+    let (bb, gb) = (block_bytes(fmt), group_bytes(fmt));
+    let mut raw = vec![0u8; rows.len() * nb * bb];
     for (i, o) in rows.enumerate() {
         let (g, l) = (o / LANES, o % LANES);
         for j in 0..nb {
-            let src = &packed[(g * nb + j) * GROUP_BYTES..][..GROUP_BYTES];
-            let dst = &mut raw[(i * nb + j) * Q5_0_BYTES..][..Q5_0_BYTES];
+            let src = &packed[(g * nb + j) * gb..][..gb];
+            let dst = &mut raw[(i * nb + j) * bb..][..bb];
             dst[..2].copy_from_slice(&src[2 * l..2 * l + 2]);
+            if fmt == Format::Q8_0 {
+                for k in 0..8 {
+                    let at = Q8_AT + 32 * k + 4 * l;
+                    dst[2 + 4 * k..6 + 4 * k].copy_from_slice(&src[at..at + 4]);
+                }
+                continue;
+            }
             let mut qh = 0u32;
             for b in 0..4 {
                 let byte = src[HIGH_AT + 4 * l + b];
@@ -103,18 +147,21 @@ pub(super) mod avx2 {
 
     use super::super::kquants::{Q5_0_BYTES, avx2::unpack};
     use super::super::{ActBlock, Format, ROW_BLOCK};
-    use super::{GROUP_BYTES, HIGH_AT, LANES, NIBBLES_AT};
+    use super::{HIGH_AT, LANES, NIBBLES_AT, Q8_AT, group_bytes};
 
     /// Sub-blocks unpacked at a time (10 KiB on the stack).
     const SEGMENT: usize = 32;
 
     /// One sub-block of 32 weights of eight rows, unpacked.
     struct SubBlock {
-        /// Register `k`, lane `l`: unsigned weights `4k..4k + 4` of row `l` (0..32).
+        /// Register `k`, lane `l`: unsigned weights `4k..4k + 4` of row `l`
+        /// (Q5_0: 0..32; Q8_0: their magnitudes).
         w: [__m256i; 8],
+        /// Q8_0: the signed weights, whose signs go onto the activations (Q5_0: zero).
+        s: [__m256i; 8],
         /// The rows' scales `d`.
         d: __m256,
-        /// The rows' offsets, `−16 · d`.
+        /// The rows' offsets (Q5_0: `−16 · d`; Q8_0: zero).
         b: __m256,
     }
 
@@ -128,16 +175,20 @@ pub(super) mod avx2 {
     }
 
     /// Computes `y[r · stride + o]` for weight rows `o ∈ outs` (`outs.start` a
-    /// multiple of eight) of a Q5_0 matrix with `nb` blocks per row and
-    /// activation rows `r ∈ rows` (`acts`, `nb` blocks per row).
+    /// multiple of eight) of a matrix of `fmt` (Q5_0 in either layout, Q8_0
+    /// regrouped) with `nb` blocks per row and activation rows `r ∈ rows`
+    /// (`acts`, `nb` blocks per row).
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     ///
     /// # Panics
-    /// If `rows` is longer than [`ROW_BLOCK`] or a range lies outside the data.
+    /// If `rows` is longer than [`ROW_BLOCK`], a range lies outside the data, or
+    /// the format and layout are not one of those above.
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
     pub(in super::super) unsafe fn compute(
+        fmt: Format,
         weights: Layout<'_>,
         nb: usize,
         acts: &[ActBlock],
@@ -147,9 +198,12 @@ pub(super) mod avx2 {
         y: &[AtomicU32],
     ) {
         assert!(rows.len() <= ROW_BLOCK && outs.start.is_multiple_of(LANES));
-        let data_ok = match weights {
-            Layout::Gguf(d) => outs.end * nb * Q5_0_BYTES <= d.len(),
-            Layout::Regrouped(d) => outs.end.div_ceil(LANES) * nb * GROUP_BYTES <= d.len(),
+        let data_ok = match (fmt, weights) {
+            (Format::Q5_0, Layout::Gguf(d)) => outs.end * nb * Q5_0_BYTES <= d.len(),
+            (Format::Q5_0 | Format::Q8_0, Layout::Regrouped(d)) => {
+                outs.end.div_ceil(LANES) * nb * group_bytes(fmt) <= d.len()
+            }
+            _ => panic!("no eight-row products for {fmt:?} in this layout"),
         };
         assert!(data_ok && rows.end * nb <= acts.len());
         assert!(rows.end.saturating_sub(1) * stride + outs.end <= y.len());
@@ -158,9 +212,30 @@ pub(super) mod avx2 {
         let load = |o: usize, lanes: usize, j: usize| unsafe {
             match weights {
                 Layout::Gguf(d) => gguf_block(d, nb * Q5_0_BYTES, o, lanes, j),
+                Layout::Regrouped(d) if fmt == Format::Q8_0 => q8_block(d, nb, o / LANES, j),
                 Layout::Regrouped(d) => regrouped_block(d, nb, o / LANES, j),
             }
         };
+        if fmt == Format::Q8_0 {
+            sweep::<true>(load, nb, acts, outs, rows, stride, y);
+        } else {
+            sweep::<false>(load, nb, acts, outs, rows, stride, y);
+        }
+    }
+
+    /// The loop of [`compute`]: `load(o, lanes, j)` gives block `j` of rows
+    /// `o..o + lanes`; `Q8` selects Q8_0's signed products.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn sweep<const Q8: bool>(
+        load: impl Fn(usize, usize, usize) -> SubBlock,
+        nb: usize,
+        acts: &[ActBlock],
+        outs: Range<usize>,
+        rows: Range<usize>,
+        stride: usize,
+        y: &[AtomicU32],
+    ) {
         let mut seg = [const { MaybeUninit::<SubBlock>::uninit() }; SEGMENT];
         let mut o = outs.start;
         while o < outs.end {
@@ -171,7 +246,7 @@ pub(super) mod avx2 {
                 // registers.
                 let x = &acts[rows.start * nb..(rows.start + 1) * nb];
                 for (j, xb) in x.iter().enumerate() {
-                    acc[0] = step(&load(o, lanes, j), xb, acc[0]);
+                    acc[0] = step::<Q8>(&load(o, lanes, j), xb, acc[0]);
                 }
             } else {
                 let mut start = 0;
@@ -185,7 +260,7 @@ pub(super) mod avx2 {
                         let mut a = acc[i];
                         for (sb, xb) in seg[..n].iter().zip(x) {
                             // SAFETY: `seg[..n]` were written above.
-                            a = step(unsafe { sb.assume_init_ref() }, xb, a);
+                            a = step::<Q8>(unsafe { sb.assume_init_ref() }, xb, a);
                         }
                         acc[i] = a;
                     }
@@ -232,6 +307,7 @@ pub(super) mod avx2 {
         let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().cast()) });
         SubBlock {
             w: transpose(u),
+            s: [_mm256_setzero_si256(); 8],
             d,
             b: _mm256_mul_ps(d, _mm256_set1_ps(-16.0)),
         }
@@ -249,7 +325,7 @@ pub(super) mod avx2 {
         let mut w = [_mm256_setzero_si256(); 8];
         // SAFETY: the 176 bytes of the block lie in `data` (caller's contract).
         unsafe {
-            let blk = data.as_ptr().add((g * nb + j) * GROUP_BYTES);
+            let blk = data.as_ptr().add((g * nb + j) * group_bytes(Format::Q5_0));
             let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.cast()));
             let h = _mm256_loadu_si256(blk.add(HIGH_AT).cast());
             for m in 0..4 {
@@ -266,8 +342,34 @@ pub(super) mod avx2 {
             }
             SubBlock {
                 w,
+                s: [_mm256_setzero_si256(); 8],
                 d,
                 b: _mm256_mul_ps(d, _mm256_set1_ps(-16.0)),
+            }
+        }
+    }
+
+    /// Block `j` of row group `g` of a regrouped Q8_0 matrix with `nb` blocks per row.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; the block must lie in `data`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_block(data: &[u8], nb: usize, g: usize, j: usize) -> SubBlock {
+        let mut w = [_mm256_setzero_si256(); 8];
+        let mut s = [_mm256_setzero_si256(); 8];
+        // SAFETY: the 272 bytes of the block lie in `data` (caller's contract).
+        unsafe {
+            let blk = data.as_ptr().add((g * nb + j) * group_bytes(Format::Q8_0));
+            for k in 0..8 {
+                s[k] = _mm256_loadu_si256(blk.add(Q8_AT + 32 * k).cast());
+                w[k] = _mm256_sign_epi8(s[k], s[k]);
+            }
+            SubBlock {
+                w,
+                s,
+                d: _mm256_cvtph_ps(_mm_loadu_si128(blk.cast())),
+                b: _mm256_setzero_ps(),
             }
         }
     }
@@ -308,28 +410,44 @@ pub(super) mod avx2 {
 
     /// Adds one activation block's products with a sub-block of eight rows to `acc`.
     ///
-    /// The pair sums of `maddubs` are at most `2 · 31 · 128`, so four of them add
-    /// up in 16 bits without overflow before the widening to 32 bits.
+    /// Q5_0: the pair sums of `maddubs` are at most `2 · 31 · 128`, so four of
+    /// them add up in 16 bits without overflow before the widening to 32 bits.
+    /// Q8_0 (`Q8`): the weights' signs go onto the activations, and each pair
+    /// sum (up to `2 · 128 · 127`) is widened at once.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn step(sb: &SubBlock, x: &ActBlock, acc: __m256) -> __m256 {
+    fn step<const Q8: bool>(sb: &SubBlock, x: &ActBlock, acc: __m256) -> __m256 {
         let q = &x.qs;
-        let p = |k: usize| {
-            let four = i32::from_le_bytes([
+        let four = |k: usize| {
+            _mm256_set1_epi32(i32::from_le_bytes([
                 q[4 * k] as u8,
                 q[4 * k + 1] as u8,
                 q[4 * k + 2] as u8,
                 q[4 * k + 3] as u8,
-            ]);
-            _mm256_maddubs_epi16(sb.w[k], _mm256_set1_epi32(four))
+            ]))
         };
-        let lo = _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3)));
-        let hi = _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7)));
         let ones = _mm256_set1_epi16(1);
-        let sums = _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
+        let sums = if Q8 {
+            let p = |k: usize| {
+                let signed = _mm256_sign_epi8(four(k), sb.s[k]);
+                _mm256_madd_epi16(_mm256_maddubs_epi16(sb.w[k], signed), ones)
+            };
+            let lo = _mm256_add_epi32(_mm256_add_epi32(p(0), p(1)), _mm256_add_epi32(p(2), p(3)));
+            let hi = _mm256_add_epi32(_mm256_add_epi32(p(4), p(5)), _mm256_add_epi32(p(6), p(7)));
+            _mm256_add_epi32(lo, hi)
+        } else {
+            let p = |k: usize| _mm256_maddubs_epi16(sb.w[k], four(k));
+            let lo = _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3)));
+            let hi = _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7)));
+            _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones))
+        };
         let scale = _mm256_mul_ps(sb.d, _mm256_set1_ps(x.d));
         let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
-        _mm256_fmadd_ps(sb.b, _mm256_set1_ps(x.s), acc)
+        if Q8 {
+            acc
+        } else {
+            _mm256_fmadd_ps(sb.b, _mm256_set1_ps(x.s), acc)
+        }
     }
 }
 
@@ -341,15 +459,19 @@ mod tests {
     fn regrouping_round_trips_every_row() {
         // 13 rows (a partial group of eight) of 3 blocks of arbitrary bytes.
         let (out, nb) = (13, 3);
-        let raw: Vec<u8> = (0..out * nb * Q5_0_BYTES)
+        let raw: Vec<u8> = (0..out * nb * Q8_0_BYTES)
             .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8)
             .collect();
-        let packed = repack(&raw, out, nb);
-        assert_eq!(packed.len(), 2 * nb * GROUP_BYTES);
-        assert_eq!(unpack_rows(&packed, nb, 0..out), raw);
-        assert_eq!(
-            unpack_rows(&packed, nb, 5..9),
-            raw[5 * nb * Q5_0_BYTES..9 * nb * Q5_0_BYTES]
-        );
+        for fmt in [Format::Q5_0, Format::Q8_0] {
+            let bb = block_bytes(fmt);
+            let raw = &raw[..out * nb * bb];
+            let packed = repack(fmt, raw, out, nb);
+            assert_eq!(packed.len(), 2 * nb * group_bytes(fmt));
+            assert_eq!(unpack_rows(fmt, &packed, nb, 0..out), raw);
+            assert_eq!(
+                unpack_rows(fmt, &packed, nb, 5..9),
+                raw[5 * nb * bb..9 * nb * bb]
+            );
+        }
     }
 }
