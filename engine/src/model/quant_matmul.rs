@@ -16,9 +16,11 @@
 //! run time) and on a portable scalar path otherwise; all compute the same integer
 //! sums. Work is split over output features (few rows, e.g. decoding) or over rows
 //! (prefill), and rows are processed in tiles of up to eight so that each weight
-//! block is loaded and unpacked once per tile. On AVX2, Q5_0, Q8_0 and the K-quants
-//! take eight blocks of 32 at a time: their eight integer sums per row are reduced
-//! together and scaled with one vector operation (`quant_matmul/kquants.rs`).
+//! block is loaded and unpacked once per tile. On AVX2, Q5_0 and Q8_0 weights are
+//! regrouped at load so that the eight lanes of a register are eight weight rows
+//! and no sum needs a horizontal reduction (`quant_matmul/eight_rows.rs`); the
+//! K-quants take eight blocks of 32 at a time, their eight integer sums per row
+//! reduced together and scaled with one vector operation (`quant_matmul/kquants.rs`).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -270,7 +272,8 @@ impl QuantWeight {
         let bytes = if regrouped {
             assert!(eight_rows::regroupable(self.format));
             Bytes::Regrouped(
-                eight_rows::repack(self.format, &data, self.out_features, self.in_features / QK).into(),
+                eight_rows::repack(self.format, &data, self.out_features, self.in_features / QK)
+                    .into(),
             )
         } else {
             Bytes::Owned(data.into())
@@ -297,7 +300,9 @@ impl QuantWeight {
         let format = Self::check(dtype, out_features, in_features, len)?;
         let bytes = if Self::regroups(format) && Arc::strong_count(&qtensor) == 1 {
             let data = qtensor.data()?;
-            Bytes::Regrouped(eight_rows::repack(format, &data, out_features, in_features / QK).into())
+            Bytes::Regrouped(
+                eight_rows::repack(format, &data, out_features, in_features / QK).into(),
+            )
         } else if qtensor.device().is_cpu() {
             Bytes::Shared(qtensor)
         } else {
@@ -627,12 +632,7 @@ impl Job {
             // Other kernels (measurements, references) read this chunk's rows
             // back in the GGUF layout.
             Bytes::Regrouped(v) => Ok(Some((
-                Cow::Owned(eight_rows::unpack_rows(
-                    self.format,
-                    v,
-                    nb,
-                    outs.clone(),
-                )),
+                Cow::Owned(eight_rows::unpack_rows(self.format, v, nb, outs.clone())),
                 outs.start,
             ))),
             _ => self.weight.data().map(|d| Some((d, 0))),
@@ -888,7 +888,7 @@ impl Weights<'_> {
             unsafe {
                 eight_rows::avx2::compute(
                     Format::Q5_0,
-                    eight_rows::avx2::Layout::Gguf(&self.data[..]),
+                    eight_rows::avx2::Layout::Gguf(self.data),
                     nb,
                     acts,
                     outs,

@@ -130,7 +130,7 @@ pub(super) fn sub_weights(fmt: Format, blk: &[u8], j: usize) -> [u8; QK] {
 }
 
 /// Sub-blocks of 32 weights per group of the AVX2 products: a K-quant super-block,
-/// or eight Q5_0 / Q8_0 blocks.
+/// or eight Q8_0 blocks.
 pub(super) const GROUP: usize = 8;
 
 /// The eight 6-bit scales and the eight 6-bit minimums of a Q4_K / Q5_K super-block
@@ -196,18 +196,19 @@ pub(super) fn tile_scalar<const R: usize>(fmt: Format, w: &[u8], a: [&[ActBlock]
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
-    //! AVX2 products for Q5_0 and the K-quants: each sub-block's weights are
-    //! unpacked to 32 bytes in a register once per tile of rows.
+    //! AVX2 products for the K-quants and Q8_0 in the GGUF layout: each
+    //! sub-block's weights are unpacked to 32 bytes in a register once per tile
+    //! of rows. Q5_0 (and regrouped Q8_0) go through `eight_rows`, which uses
+    //! [`unpack`] for Q5_0 blocks in the GGUF layout.
 
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
     use super::super::avx2::hsum;
     use super::super::{ActBlock, Format};
-    use super::{GROUP, Q5_0_BYTES, Q8_0_BYTES, scales_mins_k4};
+    use super::{GROUP, Q8_0_BYTES, scales_mins_k4};
 
     /// Format numbers for the const parameter of [`tile_as`].
-    const F_Q5_0: u8 = 0;
     const F_Q4K: u8 = 1;
     const F_Q5K: u8 = 2;
     const F_Q6K: u8 = 3;
@@ -348,24 +349,16 @@ pub(super) mod avx2 {
         // SAFETY (all reads): the blocks lie in `w` (caller's contract); offsets
         // follow each format's layout.
         unsafe {
-            if F == F_Q5_0 || F == F_Q8_0 {
-                let bb = if F == F_Q5_0 { Q5_0_BYTES } else { Q8_0_BYTES };
+            if F == F_Q8_0 {
                 let mut d = [0u16; GROUP];
                 for (j, d) in d.iter_mut().enumerate().take(n) {
-                    let blk = w.as_ptr().add((g + j) * bb);
+                    let blk = w.as_ptr().add((g + j) * Q8_0_BYTES);
                     *d = blk.cast::<u16>().read_unaligned();
-                    if F == F_Q5_0 {
-                        out.u[j] = unpack(Format::Q5_0, blk, 0);
-                    } else {
-                        let q = _mm256_loadu_si256(blk.add(2).cast());
-                        out.signed[j] = q;
-                        out.u[j] = _mm256_sign_epi8(q, q);
-                    }
+                    let q = _mm256_loadu_si256(blk.add(2).cast());
+                    out.signed[j] = q;
+                    out.u[j] = _mm256_sign_epi8(q, q);
                 }
                 out.a = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
-                if F == F_Q5_0 {
-                    out.b = _mm256_mul_ps(out.a, _mm256_set1_ps(-16.0));
-                }
                 return out;
             }
             let fmt = match F {
@@ -435,7 +428,7 @@ pub(super) mod avx2 {
         reduce8(p)
     }
 
-    /// Dot products of one weight row (Q5_0, Q8_0 or a K-quant) with `R` activation
+    /// Dot products of one weight row (Q8_0 or a K-quant) with `R` activation
     /// rows, eight sub-blocks at a time: their integer sums are reduced together and
     /// scaled in one vector operation, with the activations' scales from `s`
     /// (see [`group_scales`](super::group_scales)).
@@ -455,12 +448,11 @@ pub(super) mod avx2 {
         // SAFETY: forwarded from the caller.
         unsafe {
             match fmt {
-                Format::Q5_0 => tile_as::<R, F_Q5_0>(w, a, s),
                 Format::Q4K => tile_as::<R, F_Q4K>(w, a, s),
                 Format::Q5K => tile_as::<R, F_Q5K>(w, a, s),
                 Format::Q6K => tile_as::<R, F_Q6K>(w, a, s),
                 Format::Q8_0 => tile_as::<R, F_Q8_0>(w, a, s),
-                Format::Q4_0 | Format::Q4_1 => {
+                Format::Q4_0 | Format::Q4_1 | Format::Q5_0 => {
                     unreachable!("{fmt:?} has its own AVX2 products")
                 }
             }
