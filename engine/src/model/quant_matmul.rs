@@ -1326,6 +1326,46 @@ mod tests {
         }
     }
 
+    /// The regrouped layout on every kernel, whatever kernel this CPU would
+    /// choose (on AVX-512 machines weights are not regrouped by default).
+    #[test]
+    fn regrouped_weights_match_dequantized_matmul_and_stay_batch_invariant() {
+        for dtype in [
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
+            for &(out, inp) in shapes(dtype) {
+                let (qw, deq) = weight(dtype, out, inp, 31);
+                let qw = qw.in_layout(true);
+                let rows = 20;
+                let x = noise(rows * inp, 32);
+                let want = reference(&deq, &x, rows, out, inp);
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for k in kernels() {
+                    let got = qw.matmul_with(k, &x, rows).expect("matmul");
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() < 0.03 * scale,
+                            "{dtype:?} {k:?} out={out} in={inp}: y[{i}] = {g}, want {w}"
+                        );
+                    }
+                    for r in [0, 9, 19] {
+                        let alone = qw
+                            .matmul_with(k, &x[r * inp..(r + 1) * inp], 1)
+                            .expect("alone");
+                        assert_eq!(
+                            alone[..],
+                            got[r * out..(r + 1) * out],
+                            "{dtype:?} {k:?} row {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_row_gets_the_same_bits_whatever_rows_come_with_it() {
         // Speculative verification relies on it: a row computed in a batch of 9
