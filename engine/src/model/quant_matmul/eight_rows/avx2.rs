@@ -92,61 +92,33 @@ pub(in super::super) unsafe fn compute(
             j % per,
         )
     };
+    // The loop for sums of kind `K`, with `load` inlined into it.
+    macro_rules! run {
+        ($k:expr, $load:expr) => {
+            sweep::<{ $k }>($load, nb, acts, outs, rows, stride, y)
+        };
+    }
     // SAFETY (every `unsafe` load below): rows `o..o + lanes` and sub-blocks
     // `j < nb` lie in the data (asserted above). Each format gets its own loop,
     // so that its unpacking inlines into it.
     match (fmt, weights) {
-        (_, Layout::Gguf(d)) => sweep::<UNSIGNED>(
-            |o, lanes, j| unsafe { gguf_q5_0(d, nb * Q5_0_BYTES, o, lanes, j) },
-            nb,
-            acts,
-            outs,
-            rows,
-            stride,
-            y,
-        ),
-        (Format::Q5_0, Layout::Regrouped(d)) => sweep::<UNSIGNED>(
-            |o, _, j| unsafe { q5_0(at(d, o / LANES, j).0) },
-            nb,
-            acts,
-            outs,
-            rows,
-            stride,
-            y,
-        ),
-        (Format::Q8_0, Layout::Regrouped(d)) => sweep::<SIGNED>(
-            |o, _, j| unsafe { q8_0(at(d, o / LANES, j).0) },
-            nb,
-            acts,
-            outs,
-            rows,
-            stride,
-            y,
-        ),
-        (Format::Q4K, Layout::Regrouped(d)) => sweep::<UNSIGNED>(
-            |o, _, j| {
-                let (blk, jj) = at(d, o / LANES, j);
-                unsafe { q4k(blk, jj) }
-            },
-            nb,
-            acts,
-            outs,
-            rows,
-            stride,
-            y,
-        ),
-        (_, Layout::Regrouped(d)) => sweep::<SIGNED_SCALED>(
-            |o, _, j| {
-                let (blk, jj) = at(d, o / LANES, j);
-                unsafe { q6k(blk, jj) }
-            },
-            nb,
-            acts,
-            outs,
-            rows,
-            stride,
-            y,
-        ),
+        (_, Layout::Gguf(d)) => run!(UNSIGNED, |o, lanes, j| unsafe {
+            gguf_q5_0(d, nb * Q5_0_BYTES, o, lanes, j)
+        }),
+        (Format::Q5_0, Layout::Regrouped(d)) => {
+            run!(UNSIGNED, |o, _, j| unsafe { q5_0(at(d, o / LANES, j).0) })
+        }
+        (Format::Q8_0, Layout::Regrouped(d)) => {
+            run!(SIGNED, |o, _, j| unsafe { q8_0(at(d, o / LANES, j).0) })
+        }
+        (Format::Q4K, Layout::Regrouped(d)) => run!(UNSIGNED, |o, _, j| {
+            let (blk, jj) = at(d, o / LANES, j);
+            unsafe { q4k(blk, jj) }
+        }),
+        (_, Layout::Regrouped(d)) => run!(SIGNED_SCALED, |o, _, j| {
+            let (blk, jj) = at(d, o / LANES, j);
+            unsafe { q6k(blk, jj) }
+        }),
     }
 }
 
