@@ -1339,27 +1339,30 @@ mod tests {
             for &(out, inp) in shapes(dtype) {
                 let (qw, deq) = weight(dtype, out, inp, 31);
                 let qw = qw.in_layout(true);
-                let rows = 20;
-                let x = noise(rows * inp, 32);
-                let want = reference(&deq, &x, rows, out, inp);
-                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                for k in kernels() {
-                    let got = qw.matmul_with(k, &x, rows).expect("matmul");
-                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (g - w).abs() < 0.03 * scale,
-                            "{dtype:?} {k:?} out={out} in={inp}: y[{i}] = {g}, want {w}"
-                        );
-                    }
-                    for r in [0, 9, 19] {
-                        let alone = qw
-                            .matmul_with(k, &x[r * inp..(r + 1) * inp], 1)
-                            .expect("alone");
-                        assert_eq!(
-                            alone[..],
-                            got[r * out..(r + 1) * out],
-                            "{dtype:?} {k:?} row {r}"
-                        );
+                // 20 rows: a block of 16 and one of 4; 7 and 6: groups of four
+                // activation rows and the remainders of three and two.
+                for rows in [20, 7, 6] {
+                    let x = noise(rows * inp, 32);
+                    let want = reference(&deq, &x, rows, out, inp);
+                    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    for k in kernels() {
+                        let got = qw.matmul_with(k, &x, rows).expect("matmul");
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (g - w).abs() < 0.03 * scale,
+                                "{dtype:?} {k:?} out={out} in={inp}: y[{i}] = {g}, want {w}"
+                            );
+                        }
+                        for r in [0, rows / 2, rows - 2, rows - 1] {
+                            let alone = qw
+                                .matmul_with(k, &x[r * inp..(r + 1) * inp], 1)
+                                .expect("alone");
+                            assert_eq!(
+                                alone[..],
+                                got[r * out..(r + 1) * out],
+                                "{dtype:?} {k:?} {rows} rows, row {r}"
+                            );
+                        }
                     }
                 }
             }

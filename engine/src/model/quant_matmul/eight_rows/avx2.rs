@@ -144,9 +144,11 @@ fn sweep<const K: u8>(
             // One row (decoding): each sub-block is used once, straight from
             // registers.
             let x = &acts[rows.start * nb..(rows.start + 1) * nb];
+            let mut a = [acc[0]];
             for (j, xb) in x.iter().enumerate() {
-                acc[0] = step::<K>(&load(o, lanes, j), xb, acc[0]);
+                step_rows::<K, 1>(&load(o, lanes, j), [xb], &mut a);
             }
+            acc[0] = a[0];
         } else {
             let mut start = 0;
             while start < nb {
@@ -154,14 +156,18 @@ fn sweep<const K: u8>(
                 for (k, sb) in seg[..n].iter_mut().enumerate() {
                     sb.write(load(o, lanes, start + k));
                 }
-                for (i, r) in rows.clone().enumerate() {
-                    let x = &acts[r * nb + start..r * nb + start + n];
-                    let mut a = acc[i];
-                    for (sb, xb) in seg[..n].iter().zip(x) {
-                        // SAFETY: `seg[..n]` were written above.
-                        a = step::<K>(unsafe { sb.assume_init_ref() }, xb, a);
-                    }
-                    acc[i] = a;
+                // SAFETY: `seg[..n]` were written above.
+                let seg = unsafe { std::slice::from_raw_parts(seg.as_ptr().cast::<SubBlock>(), n) };
+                let mut i = 0;
+                while i < rows.len() {
+                    let first = (rows.start + i) * nb + start;
+                    let acc = &mut acc[i..];
+                    i += match rows.len() - i {
+                        1 => group::<K, 1>(seg, acts, first, nb, acc),
+                        2 => group::<K, 2>(seg, acts, first, nb, acc),
+                        3 => group::<K, 3>(seg, acts, first, nb, acc),
+                        _ => group::<K, 4>(seg, acts, first, nb, acc),
+                    };
                 }
                 start += n;
             }
@@ -176,6 +182,28 @@ fn sweep<const K: u8>(
         }
         o += lanes;
     }
+}
+
+/// Adds the products of the sub-blocks `seg` with `N` consecutive activation rows
+/// (the first row's first block at `acts[first]`, rows `nb` blocks apart) to
+/// `acc[..N]`; returns `N`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group<const K: u8, const N: usize>(
+    seg: &[SubBlock],
+    acts: &[ActBlock],
+    first: usize,
+    nb: usize,
+    acc: &mut [__m256],
+) -> usize {
+    let xs: [&[ActBlock]; N] =
+        std::array::from_fn(|t| &acts[first + t * nb..first + t * nb + seg.len()]);
+    let mut a: [__m256; N] = std::array::from_fn(|t| acc[t]);
+    for (j, sb) in seg.iter().enumerate() {
+        step_rows::<K, N>(sb, std::array::from_fn(|t| &xs[t][j]), &mut a);
+    }
+    acc[..N].copy_from_slice(&a);
+    N
 }
 
 /// A sub-block with only unsigned weights `w`, scales `d` and offsets `b`.
@@ -396,7 +424,10 @@ fn transpose(r: [__m256i; LANES]) -> [__m256i; LANES] {
     ]
 }
 
-/// Adds one activation block's products with a sub-block of eight rows to `acc`.
+/// Adds the products of a sub-block of eight rows with one activation block of
+/// each of `N` activation rows to `acc` (one accumulator per activation row):
+/// each weight register is loaded once and used for every activation row, so
+/// that several rows cost fewer loads than one row `N` times.
 ///
 /// * [`UNSIGNED`] (weights below 32): the pair sums of `maddubs` are at most
 ///   `2 · 31 · 128`, so four of them add up in 16 bits before widening.
@@ -404,11 +435,19 @@ fn transpose(r: [__m256i; LANES]) -> [__m256i; LANES] {
 /// * [`SIGNED_SCALED`] (Q6_K, magnitudes at most 32, activations at most 127):
 ///   four pair sums, one scale's 16 weights, stay below `2^15` and are widened by
 ///   multiplying with that scale.
+///
+/// The integer sums are exact whatever their order, and each row's floating-point
+/// steps are the same for every `N`: the result of a row never depends on how
+/// many rows it was computed with (batch invariance).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn step<const K: u8>(sb: &SubBlock, x: &ActBlock, acc: __m256) -> __m256 {
-    let q = &x.qs;
-    let four = |k: usize| {
+fn step_rows<const K: u8, const N: usize>(
+    sb: &SubBlock,
+    xs: [&ActBlock; N],
+    acc: &mut [__m256; N],
+) {
+    let four = |x: &ActBlock, k: usize| {
+        let q = &x.qs;
         _mm256_set1_epi32(i32::from_le_bytes([
             q[4 * k] as u8,
             q[4 * k + 1] as u8,
@@ -417,37 +456,45 @@ fn step<const K: u8>(sb: &SubBlock, x: &ActBlock, acc: __m256) -> __m256 {
         ]))
     };
     let ones = _mm256_set1_epi16(1);
-    let sums = match K {
-        SIGNED => {
-            let p = |k: usize| {
-                let signed = _mm256_sign_epi8(four(k), sb.s[k]);
-                _mm256_madd_epi16(_mm256_maddubs_epi16(sb.w[k], signed), ones)
+    let mut sums = [_mm256_setzero_si256(); N];
+    for half in 0..2 {
+        let mut part = [_mm256_setzero_si256(); N];
+        for k in 4 * half..4 * half + 4 {
+            let w = sb.w[k];
+            for r in 0..N {
+                let x = four(xs[r], k);
+                part[r] = match K {
+                    SIGNED => _mm256_add_epi32(
+                        part[r],
+                        _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(w, _mm256_sign_epi8(x, sb.s[k])),
+                            ones,
+                        ),
+                    ),
+                    SIGNED_SCALED => _mm256_add_epi16(
+                        part[r],
+                        _mm256_maddubs_epi16(w, _mm256_sign_epi8(x, sb.s[k])),
+                    ),
+                    _ => _mm256_add_epi16(part[r], _mm256_maddubs_epi16(w, x)),
+                };
+            }
+        }
+        for r in 0..N {
+            let widened = match K {
+                SIGNED => part[r],
+                SIGNED_SCALED => _mm256_madd_epi16(part[r], sb.m[half]),
+                _ => _mm256_madd_epi16(part[r], ones),
             };
-            let lo = _mm256_add_epi32(_mm256_add_epi32(p(0), p(1)), _mm256_add_epi32(p(2), p(3)));
-            let hi = _mm256_add_epi32(_mm256_add_epi32(p(4), p(5)), _mm256_add_epi32(p(6), p(7)));
-            _mm256_add_epi32(lo, hi)
+            sums[r] = _mm256_add_epi32(sums[r], widened);
         }
-        SIGNED_SCALED => {
-            let p = |k: usize| _mm256_maddubs_epi16(sb.w[k], _mm256_sign_epi8(four(k), sb.s[k]));
-            let lo = _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3)));
-            let hi = _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7)));
-            _mm256_add_epi32(
-                _mm256_madd_epi16(lo, sb.m[0]),
-                _mm256_madd_epi16(hi, sb.m[1]),
-            )
-        }
-        _ => {
-            let p = |k: usize| _mm256_maddubs_epi16(sb.w[k], four(k));
-            let lo = _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3)));
-            let hi = _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7)));
-            _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones))
-        }
-    };
-    let scale = _mm256_mul_ps(sb.d, _mm256_set1_ps(x.d));
-    let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
-    if K == UNSIGNED {
-        _mm256_fmadd_ps(sb.b, _mm256_set1_ps(x.s), acc)
-    } else {
-        acc
+    }
+    for r in 0..N {
+        let scale = _mm256_mul_ps(sb.d, _mm256_set1_ps(xs[r].d));
+        let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[r]), scale, acc[r]);
+        acc[r] = if K == UNSIGNED {
+            _mm256_fmadd_ps(sb.b, _mm256_set1_ps(xs[r].s), a)
+        } else {
+            a
+        };
     }
 }
