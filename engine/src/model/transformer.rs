@@ -151,22 +151,29 @@ impl Transformer {
         }
         let q = (q.contiguous()?.reshape((nkv, groups * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
         let scores = q.matmul(&keys.t()?)?;
-        let scores = if t > 1 {
-            let mut mask = vec![0f32; t * total];
-            for i in 0..t {
-                for j in (pos + i + 1)..total {
-                    mask[i * total + j] = f32::NEG_INFINITY;
-                }
-            }
-            let mask = Tensor::from_vec(mask, (t, total), &self.device)?;
-            scores
-                .reshape((nkv, groups, t, total))?
-                .broadcast_add(&mask)?
-                .reshape((nkv, groups * t, total))?
+        let probs = if self.device.is_cpu() {
+            // The causal mask and the softmax in one pass over the scores.
+            let mut s = scores.flatten_all()?.to_vec1::<f32>()?;
+            attention::causal_softmax(&mut s, total, t, pos);
+            Tensor::from_vec(s, (nkv, groups * t, total), &self.device)?
         } else {
-            scores
+            let scores = if t > 1 {
+                let mut mask = vec![0f32; t * total];
+                for i in 0..t {
+                    for j in (pos + i + 1)..total {
+                        mask[i * total + j] = f32::NEG_INFINITY;
+                    }
+                }
+                let mask = Tensor::from_vec(mask, (t, total), &self.device)?;
+                scores
+                    .reshape((nkv, groups, t, total))?
+                    .broadcast_add(&mask)?
+                    .reshape((nkv, groups * t, total))?
+            } else {
+                scores
+            };
+            candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs.matmul(&values.contiguous()?)?;
         Ok(out
             .reshape((nh, t, hd))?
