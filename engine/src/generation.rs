@@ -57,6 +57,12 @@ pub struct GenerationRequest {
     pub speculation: crate::speculation::Speculation,
     /// Ends the generation when it holds for the text so far (checked after each token).
     pub stop_rule: Option<StopRule>,
+    /// Tokens the caller expects the generation to start with, e.g. what is left of
+    /// the previous keystroke's completion after the characters typed since. While
+    /// the output agrees with them, speculation proposes them as drafts (verified
+    /// like any draft: the output is the same with or without them); unused when
+    /// speculation is off.
+    pub hint: Vec<u32>,
 }
 
 impl GenerationRequest {
@@ -70,6 +76,7 @@ impl GenerationRequest {
             cancel: CancelToken::new(),
             speculation: crate::speculation::Speculation::default(),
             stop_rule: None,
+            hint: Vec::new(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::generation::{
 };
 use crate::kv_cache::KvCache;
 use crate::model::Model;
-use crate::model::transformer::{LogitsWanted, StepInput, argmax_rows};
+use crate::model::transformer::{EXACT_ROWS, LogitsWanted, StepInput, argmax_rows};
 use crate::prefix_cache::PrefixCache;
 use crate::sampling::Sampler;
 use crate::speculation::{Drafter, PassCost, StepCost};
@@ -585,7 +585,9 @@ impl Worker {
                 budget -= 1;
                 // Each sequence may draft from what is left of the budget's fair share.
                 let share = (budget / decoding.max(1)).min(budget);
-                let room = share.min(
+                // A verification pass stays within the rows whose attention is
+                // computed exactly as in a one-token step.
+                let room = share.min(EXACT_ROWS - 1).min(
                     seq.job
                         .request
                         .max_new_tokens
@@ -595,8 +597,12 @@ impl Worker {
                     per_draft_token: row_cost,
                     batch: decoding,
                 };
-                let draft = match seq.drafter.as_mut() {
-                    Some(d) if d.uses_model() => {
+                let hinted = seq.drafter.as_mut().and_then(|d| {
+                    d.propose_hint(&seq.job.request.hint, &seq.generated, room, cost)
+                });
+                let draft = match (hinted, seq.drafter.as_mut()) {
+                    (Some(hint), _) => hint,
+                    (None, Some(d)) if d.uses_model() => {
                         if seq.draft_cache.is_some() {
                             let cost = StepCost {
                                 per_draft_token: row_cost + draft_cost,
@@ -610,8 +616,10 @@ impl Worker {
                         }
                         Vec::new()
                     }
-                    Some(d) => d.propose(&seq.job.request.prompt, &seq.generated, room, cost),
-                    None => Vec::new(),
+                    (None, Some(d)) => {
+                        d.propose(&seq.job.request.prompt, &seq.generated, room, cost)
+                    }
+                    (None, None) => Vec::new(),
                 };
                 budget -= draft.len();
                 plan.push((i, 0, draft));

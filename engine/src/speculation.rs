@@ -85,12 +85,15 @@ const MAX_NGRAM: usize = 32;
 /// Shortest suffix matched (shorter matches are mostly noise).
 const MIN_NGRAM: usize = 2;
 /// Acceptance assumed before a sequence has drafted anything, per kind of draft: a
-/// prompt-lookup match of 2–3 tokens, of 4–7, of 8 or more, and a draft model.
-const PRIOR_ACCEPTANCE: [f64; KINDS] = [0.5, 0.7, 0.9, 0.7];
+/// prompt-lookup match of 2–3 tokens, of 4–7, of 8 or more, a draft model, and the
+/// caller's hint.
+const PRIOR_ACCEPTANCE: [f64; KINDS] = [0.5, 0.7, 0.9, 0.7, 0.9];
 /// Kinds of draft whose acceptance is tracked apart.
-const KINDS: usize = 4;
+const KINDS: usize = 5;
 /// The kind of a draft-model draft.
 const MODEL_KIND: usize = 3;
+/// The kind of a draft taken from the request's hint.
+const HINT_KIND: usize = 4;
 /// Weight of the newest draft in the running acceptance estimate.
 const ACCEPTANCE_WEIGHT: f64 = 0.35;
 /// A sequence that stopped drafting because it did not pay tries one token again
@@ -175,6 +178,26 @@ impl Drafter {
         let len = self.length(draft.len(), cost);
         draft.truncate(len);
         draft
+    }
+
+    /// The rest of `hint` (the request's expected start of the output) when the
+    /// tokens generated so far (the last one about to be fed) are its beginning:
+    /// at most `room` tokens, as many as are expected to pay for themselves.
+    /// `None` once the output has left the hint (or has used all of it).
+    pub fn propose_hint(
+        &mut self,
+        hint: &[u32],
+        generated: &[u32],
+        room: usize,
+        cost: StepCost,
+    ) -> Option<Vec<u32>> {
+        if generated.len() >= hint.len() || !hint.starts_with(generated) {
+            return None;
+        }
+        self.kind = HINT_KIND;
+        let rest = &hint[generated.len()..];
+        let len = self.length(rest.len().min(self.max_draft).min(room), cost);
+        Some(rest[..len].to_vec())
     }
 
     /// How many tokens a draft model should propose (at most `room`).

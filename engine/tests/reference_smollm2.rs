@@ -132,6 +132,51 @@ fn speculative_greedy_decoding_is_identical_on_the_default_model() {
     assert!(drafted > 0);
 }
 
+/// A request's hint (its expected output) is drafted and verified like any draft:
+/// the output is plain greedy decoding's whether the hint is right, right only at
+/// the start, or wrong, and a right hint saves decode steps.
+#[test]
+fn hinted_generation_is_identical_to_plain_decoding() {
+    let model = std::sync::Arc::new(Model::load(&default_model_path()).expect("default model"));
+    let engine = engine::Engine::start(
+        model,
+        engine::SchedulerConfig {
+            prefix_cache_bytes: 0,
+            ..Default::default()
+        },
+    )
+    .expect("engine");
+    let run = |prompt: &[u32], hint: Vec<u32>| {
+        let mut req = engine::GenerationRequest::greedy(prompt.to_vec(), 24);
+        req.speculation = engine::Speculation::NGRAM;
+        req.hint = hint;
+        engine.generate(req).expect("generate")
+    };
+    for (k, prompt) in reference_prompts().iter().enumerate() {
+        let mut req = engine::GenerationRequest::greedy(prompt.clone(), 24);
+        req.speculation = engine::Speculation::Off;
+        let plain = engine.generate(req).expect("plain");
+        let right = run(prompt, plain.tokens.clone());
+        assert_eq!(right.tokens, plain.tokens, "prompt {k}, right hint");
+        assert!(
+            right.stats.accepted_tokens >= plain.tokens.len().min(8) - 1,
+            "prompt {k}: {} of {} hinted tokens accepted",
+            right.stats.accepted_tokens,
+            right.stats.drafted_tokens
+        );
+        assert!(right.stats.decode_steps < plain.stats.decode_steps);
+        let mut half = plain.tokens.clone();
+        half[4] = half[4].wrapping_add(1) % 1000;
+        let half = run(prompt, half);
+        assert_eq!(
+            half.tokens, plain.tokens,
+            "prompt {k}, hint wrong from token 4"
+        );
+        let wrong = run(prompt, (100..130).collect());
+        assert_eq!(wrong.tokens, plain.tokens, "prompt {k}, wrong hint");
+    }
+}
+
 /// Greedy outputs with a draft model equal plain decoding on the default model, for a
 /// draft that agrees often (the model itself) and one that agrees sometimes (a block
 /// subset written by `write_layer_subset`), batched with plain and n-gram requests.

@@ -95,6 +95,7 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
         cancel: Default::default(),
         speculation,
         stop_rule: None,
+        hint: Vec::new(),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;

@@ -280,7 +280,7 @@ impl Transformer {
 }
 
 /// Inputs of at most this many tokens get attention computed row by row (see `attention`).
-const EXACT_ROWS: usize = 16;
+pub(crate) const EXACT_ROWS: usize = 16;
 
 /// Index of the largest value in each row of `logits` (`[rows, vocab]`).
 pub fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {

@@ -157,6 +157,7 @@ impl ReviewModel for EngineModel {
             cancel: self.cancel.clone(),
             speculation: self.speculation,
             stop_rule: None,
+            hint: Vec::new(),
         };
         let out = self
             .engine

@@ -169,6 +169,19 @@ async fn tabby(
         Mode::SingleLine => (cfg.single_line_tokens, vec!["\n".to_string()]),
         Mode::MultiLine => (cfg.multi_line_tokens, vec!["\n\n\n".to_string()]),
     };
+    let who = req.user.clone().unwrap_or_else(|| caller.name.clone());
+    let key_user = format!("{}/{who}", caller.name);
+    // What is left of this caller's previous completion here, if the edit since
+    // followed it: verified in one pass instead of decoded token by token.
+    let hint = state
+        .recent
+        .hint(&key_user, &filepath, &seg.prefix, &suffix)
+        .and_then(|text| state.engine.model().tokenizer().encode(&text).ok())
+        .map(|mut tokens| {
+            tokens.truncate(max_new_tokens);
+            tokens
+        })
+        .unwrap_or_default();
     let cancel = CancelToken::new();
     let request = GenerationRequest {
         prompt: built.tokens.clone(),
@@ -183,9 +196,8 @@ async fn tabby(
         cancel: cancel.clone(),
         speculation: super::request_speculation(&state, req.speculation.as_deref())?,
         stop_rule: Some(stop_rule(&seg.prefix, &suffix, mode, cfg.max_lines)),
+        hint,
     };
-    let who = req.user.clone().unwrap_or_else(|| caller.name.clone());
-    let key_user = format!("{}/{who}", caller.name);
     let gen_id = state.start_generation(&key_user, &filepath, &cancel);
     let running = generate::start(&state.engine, request);
     let result = match running {
@@ -196,6 +208,11 @@ async fn tabby(
     drop(permit);
     let out = result?;
     let cancelled = out.stats.finish_reason == engine::FinishReason::Cancelled;
+    if !cancelled && temperature == 0.0 {
+        state
+            .recent
+            .remember(&key_user, &filepath, &seg.prefix, &suffix, &out.text);
+    }
     let text = if cancelled {
         None
     } else {
@@ -348,7 +365,7 @@ fn stop_rule(prefix: &str, suffix: &str, mode: Mode, max_lines: usize) -> engine
 }
 
 /// The last `n` characters of `text`.
-fn tail_chars(text: &str, n: usize) -> &str {
+pub(super) fn tail_chars(text: &str, n: usize) -> &str {
     match text.char_indices().rev().nth(n.saturating_sub(1)) {
         Some((i, _)) if n > 0 => &text[i..],
         _ if n == 0 => "",
@@ -357,7 +374,7 @@ fn tail_chars(text: &str, n: usize) -> &str {
 }
 
 /// The first `n` characters of `text`.
-fn head_chars(text: &str, n: usize) -> &str {
+pub(super) fn head_chars(text: &str, n: usize) -> &str {
     match text.char_indices().nth(n) {
         Some((i, _)) => &text[..i],
         None => text,

@@ -5,6 +5,7 @@ pub mod config;
 mod error;
 mod gate;
 mod generate;
+mod keystrokes;
 mod listen;
 mod metrics;
 mod observe;
@@ -41,6 +42,10 @@ use crate::tokens::TokenStore;
 use config::Config;
 use error::ApiError;
 use state::{AppState, Caller, KnownRepo, ServedModel};
+
+/// (Caller, file) pairs whose latest completion is kept as the next keystroke's hint
+/// (a few hundred bytes each).
+const RECENT_COMPLETIONS: usize = 4096;
 
 /// Options of `souffleur serve` (they override the config file).
 #[derive(Debug, Args)]
@@ -165,6 +170,7 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
         audit,
         metrics: metrics::Metrics::default(),
         inflight: Mutex::new(HashMap::new()),
+        recent: keystrokes::RecentCompletions::new(RECENT_COMPLETIONS),
         per_caller: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         started: Instant::now(),

@@ -175,6 +175,7 @@ fn generation(
         cancel: CancelToken::new(),
         speculation: super::request_speculation(state, common.speculation.as_deref())?,
         stop_rule: None,
+        hint: Vec::new(),
     };
     Ok((request, common.stream, include_usage))
 }

@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::Config;
 use super::error::ApiError;
+use super::keystrokes::RecentCompletions;
 use super::metrics::Metrics;
 use crate::audit::AuditLog;
 use crate::tokens::{RepoScope, Role, TokenRecord, TokenStore, hash_token};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Generations in flight per (caller, file), so a newer keystroke cancels the older one.
     pub inflight: Mutex<HashMap<(String, String), (u64, CancelToken)>>,
+    /// The latest raw completion per (caller, file): the next keystroke's hint.
+    pub recent: RecentCompletions,
     /// Concurrency limit per caller.
     pub per_caller: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Source of response ids.
