@@ -69,13 +69,40 @@ impl KvCache {
         let shape = (self.kv_heads, capacity, self.head_dim);
         let mut out = Vec::with_capacity(self.num_layers);
         for layer in 0..self.num_layers {
-            let nk = Tensor::zeros(shape, DType::F32, &self.device)?;
-            let nv = Tensor::zeros(shape, DType::F32, &self.device)?;
-            if let Some((k, v)) = self.layers.get(layer).filter(|_| keep > 0) {
-                nk.slice_set(&k.narrow(1, 0, keep)?.contiguous()?, 1, 0)?;
-                nv.slice_set(&v.narrow(1, 0, keep)?.contiguous()?, 1, 0)?;
-            }
-            out.push((nk, nv));
+            // On the CPU the kept positions are copied once, straight into the new
+            // storage, and only the rest is zeroed.
+            let moved = (keep > 0)
+                .then(|| {
+                    self.with_cpu_layer(layer, |k, v, old| {
+                        let regrow = |src: &[f32]| {
+                            let hd = self.head_dim;
+                            let mut dst = Vec::with_capacity(self.kv_heads * capacity * hd);
+                            for h in 0..self.kv_heads {
+                                dst.extend_from_slice(&src[h * old * hd..(h * old + keep) * hd]);
+                                dst.resize((h + 1) * capacity * hd, 0.0);
+                            }
+                            dst
+                        };
+                        (regrow(k), regrow(v))
+                    })
+                })
+                .flatten();
+            let pair = match moved {
+                Some((k, v)) => (
+                    Tensor::from_vec(k, shape, &self.device)?,
+                    Tensor::from_vec(v, shape, &self.device)?,
+                ),
+                None => {
+                    let nk = Tensor::zeros(shape, DType::F32, &self.device)?;
+                    let nv = Tensor::zeros(shape, DType::F32, &self.device)?;
+                    if let Some((k, v)) = self.layers.get(layer).filter(|_| keep > 0) {
+                        nk.slice_set(&k.narrow(1, 0, keep)?.contiguous()?, 1, 0)?;
+                        nv.slice_set(&v.narrow(1, 0, keep)?.contiguous()?, 1, 0)?;
+                    }
+                    (nk, nv)
+                }
+            };
+            out.push(pair);
         }
         Ok(out)
     }
@@ -123,12 +150,12 @@ impl KvCache {
     }
 
     /// A new cache holding a copy of the first `len` positions (all when `len` is
-    /// larger), with room to grow; `self` is left as it is.
-    pub fn copy_prefix(&self, len: usize) -> Result<KvCache> {
+    /// larger), with room for at least `room` more; `self` is left as it is.
+    pub fn copy_prefix(&self, len: usize, room: usize) -> Result<KvCache> {
         let len = len.min(self.len);
         let mut copy = KvCache::new(self.num_layers, self.kv_heads, self.head_dim, &self.device);
         if len > 0 {
-            copy.capacity = len.div_ceil(GROWTH) * GROWTH;
+            copy.capacity = (len + room).div_ceil(GROWTH) * GROWTH;
             copy.layers = self.layers_holding(len, copy.capacity)?;
             copy.len = len;
         }
@@ -138,5 +165,63 @@ impl KvCache {
     /// Forgets every position from `len` on (rollback after rejected speculation).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each layer's keys and values of `cache`, position by position, per head.
+    fn contents(cache: &KvCache) -> Vec<Vec<f32>> {
+        (0..cache.num_layers)
+            .flat_map(|layer| {
+                cache
+                    .with_cpu_layer(layer, |k, v, cap| {
+                        [k, v].map(|s| {
+                            (0..cache.kv_heads)
+                                .flat_map(|h| {
+                                    s[h * cap * cache.head_dim..][..cache.len * cache.head_dim]
+                                        .to_vec()
+                                })
+                                .collect::<Vec<f32>>()
+                        })
+                    })
+                    .expect("on the CPU")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn copies_and_growth_keep_the_cached_positions() {
+        let (layers, heads, hd, t) = (2, 3, 4, 5);
+        let mut cache = KvCache::new(layers, heads, hd, &Device::Cpu);
+        cache.reserve(t).expect("reserve");
+        for layer in 0..layers {
+            let data = |seed: usize| {
+                let v: Vec<f32> = (0..heads * t * hd).map(|i| (i * 7 + seed) as f32).collect();
+                Tensor::from_vec(v, (heads, t, hd), &Device::Cpu).expect("tensor")
+            };
+            cache
+                .append(layer, &data(layer), &data(layer + 100))
+                .expect("append");
+        }
+        cache.advance(t);
+        let whole = contents(&cache);
+
+        let copy = cache.copy_prefix(3, 300).expect("copy");
+        assert_eq!(copy.len(), 3);
+        assert!(copy.capacity >= 303);
+        let per_head = |v: &Vec<f32>, n: usize| -> Vec<f32> {
+            v.chunks(t * hd)
+                .flat_map(|h| h[..n * hd].to_vec())
+                .collect()
+        };
+        let want: Vec<Vec<f32>> = whole.iter().map(|v| per_head(v, 3)).collect();
+        assert_eq!(contents(&copy), want);
+
+        cache.reserve(GROWTH * 2).expect("grow");
+        assert!(cache.capacity >= t + GROWTH * 2);
+        assert_eq!(contents(&cache), whole);
     }
 }

@@ -50,8 +50,9 @@ impl PrefixCache {
     }
 
     /// The state of the longest prefix `prompt` shares with an entry, leaving at
-    /// least one prompt token to be fed (its logits start the generation).
-    pub fn lookup(&mut self, prompt: &[u32]) -> Option<Reuse> {
+    /// least one prompt token to be fed (its logits start the generation); a copy
+    /// has room for the rest of the prompt and `new_tokens` more.
+    pub fn lookup(&mut self, prompt: &[u32], new_tokens: usize) -> Option<Reuse> {
         let limit = prompt.len().saturating_sub(1);
         let (best, shared) = self
             .entries
@@ -73,7 +74,8 @@ impl PrefixCache {
         let entry = &mut self.entries[best];
         entry.last_used = self.clock;
         // A copy that fails (out of memory) is a miss, not an error.
-        let cache = entry.cache.copy_prefix(shared).ok()?;
+        let room = prompt.len() - shared + new_tokens;
+        let cache = entry.cache.copy_prefix(shared, room).ok()?;
         Some(Reuse {
             cache,
             tokens: shared,
@@ -135,10 +137,12 @@ mod tests {
         let mut pc = PrefixCache::new(1 << 20);
         pc.insert((0..10).collect(), filled(10));
         pc.insert(vec![0, 1, 2, 3, 4, 9, 9, 9], filled(8));
-        let hit = pc.lookup(&(0..10).collect::<Vec<_>>()).expect("hit");
+        let hit = pc.lookup(&(0..10).collect::<Vec<_>>(), 0).expect("hit");
         assert_eq!(hit.tokens, 9, "one token must be left to produce logits");
         assert_eq!(hit.cache.len(), 9);
-        let hit = pc.lookup(&[0, 1, 2, 3, 4, 9, 7, 7]).expect("second entry");
+        let hit = pc
+            .lookup(&[0, 1, 2, 3, 4, 9, 7, 7], 0)
+            .expect("second entry");
         assert_eq!(hit.tokens, 6);
         assert_eq!(hit.cache.len(), 6);
     }
@@ -148,12 +152,12 @@ mod tests {
         let mut pc = PrefixCache::new(1 << 20);
         pc.insert((0..10).collect(), filled(10));
         // Two requests that diverge inside the entry both reuse it.
-        let a = pc.lookup(&[0, 1, 2, 3, 4, 5, 50, 51]).expect("first");
-        let b = pc.lookup(&[0, 1, 2, 3, 4, 5, 6, 60]).expect("second");
+        let a = pc.lookup(&[0, 1, 2, 3, 4, 5, 50, 51], 0).expect("first");
+        let b = pc.lookup(&[0, 1, 2, 3, 4, 5, 6, 60], 0).expect("second");
         assert_eq!((a.tokens, b.tokens), (6, 7));
         assert_eq!(pc.entries.len(), 1, "still cached for others");
         // A prompt that extends the whole entry takes it over.
-        let c = pc.lookup(&(0..12).collect::<Vec<_>>()).expect("third");
+        let c = pc.lookup(&(0..12).collect::<Vec<_>>(), 0).expect("third");
         assert_eq!(c.tokens, 10);
         assert!(pc.entries.is_empty());
     }
@@ -162,8 +166,8 @@ mod tests {
     fn short_or_unrelated_prefixes_miss() {
         let mut pc = PrefixCache::new(1 << 20);
         pc.insert((0..10).collect(), filled(10));
-        assert!(pc.lookup(&[5, 6, 7, 8, 9]).is_none());
-        assert!(pc.lookup(&[0, 1, 2, 7, 7, 7]).is_none());
+        assert!(pc.lookup(&[5, 6, 7, 8, 9], 0).is_none());
+        assert!(pc.lookup(&[0, 1, 2, 7, 7, 7], 0).is_none());
     }
 
     #[test]
@@ -175,11 +179,11 @@ mod tests {
         }
         assert!(pc.bytes() <= 2 * one);
         assert!(
-            pc.lookup(&(400..410).collect::<Vec<_>>()).is_some(),
+            pc.lookup(&(400..410).collect::<Vec<_>>(), 0).is_some(),
             "newest kept"
         );
         assert!(
-            pc.lookup(&(0..10).collect::<Vec<_>>()).is_none(),
+            pc.lookup(&(0..10).collect::<Vec<_>>(), 0).is_none(),
             "oldest evicted"
         );
     }

@@ -427,7 +427,10 @@ impl Worker {
             }
             self.counters.active.fetch_add(1, Ordering::Relaxed);
             self.counters.prefix_lookups.fetch_add(1, Ordering::Relaxed);
-            let (cache, reused) = match self.prefix_cache.lookup(&job.request.prompt) {
+            let (cache, reused) = match self
+                .prefix_cache
+                .lookup(&job.request.prompt, job.request.max_new_tokens)
+            {
                 Some(hit) => {
                     self.counters.prefix_hits.fetch_add(1, Ordering::Relaxed);
                     self.counters

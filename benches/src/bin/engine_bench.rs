@@ -1,5 +1,7 @@
 //! Engine benchmark: time to first token and prefill speed for a 512-token prompt,
-//! decode speed at batch 1, aggregate speed at 8 concurrent requests, peak RSS.
+//! decode speed at batch 1, aggregate speed at 8 concurrent requests, the time of a
+//! keystroke (64 tokens after an edit computed again over 448 cached ones, then 8
+//! decoded), peak RSS.
 //! Prints one JSON object; `benches/engine_bench.sh` runs it beside llama.cpp.
 
 use std::path::PathBuf;
@@ -100,6 +102,24 @@ fn main() -> Result<()> {
     }
     let aggregate = total_tokens as f64 / start.elapsed().as_secs_f64();
 
+    // A keystroke in an editor: the first 448 tokens are cached from the previous
+    // request, the 64 from an edit on are computed again, then 8 tokens are decoded
+    // (plain decoding). Each request edits differently, so none finds its own tail.
+    let keyed = Engine::start(model.clone(), SchedulerConfig::default())?;
+    keyed.generate(plain(prompt.clone(), 1))?;
+    let (mut keystroke, mut keystroke_prefill) = (Vec::new(), Vec::new());
+    for i in 0..runs * 2 {
+        let mut p = prompt.clone();
+        p[448] = 1000 + i as u32;
+        let mut req = plain(p, 8);
+        req.stop.clear();
+        let out = keyed.generate(req)?;
+        keystroke.push(out.stats.total_time.as_secs_f64() * 1e3);
+        keystroke_prefill.push(out.stats.time_to_first_token.as_secs_f64() * 1e3);
+    }
+    keystroke.sort_by(f64::total_cmp);
+    keystroke_prefill.sort_by(f64::total_cmp);
+
     let result = serde_json::json!({
         "engine": "souffleur",
         "model_sha256": model.info().sha256,
@@ -110,6 +130,8 @@ fn main() -> Result<()> {
         "prefill_tok_s": 512.0 / (ttft_p50 / 1e3),
         "decode_tok_s_batch1": percentile(&decode_rates, 0.5),
         "aggregate_tok_s_8_concurrent": aggregate,
+        "keystroke_ms_p50": percentile(&keystroke, 0.5),
+        "keystroke_first_token_ms_p50": percentile(&keystroke_prefill, 0.5),
         "peak_rss_mb": peak_rss_mb(),
     });
     println!("{result}");
