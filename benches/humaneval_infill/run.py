@@ -104,7 +104,7 @@ def ask_server(url, token, task):
 class Peer:
     """llama.cpp on the same GGUF: the raw FIM prompt, greedy to the first newline."""
 
-    def __init__(self, gguf, threads, max_tokens):
+    def __init__(self, gguf, threads, max_tokens, layout="psm"):
         from llama_cpp import Llama
         self.llm = Llama(model_path=gguf, n_ctx=4096, n_threads=threads,
                          n_threads_batch=threads, n_batch=512, verbose=False, seed=0)
@@ -118,12 +118,16 @@ class Peer:
                 "<|im_start|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
         self.stops = {ids[0] for ids in map(tok, ends) if len(ids) == 1} | {self.llm.token_eos()}
         self.max_tokens = max_tokens
+        self.layout = layout
 
     def complete(self, prefix, suffix):
         llm = self.llm
         enc = lambda s: llm.tokenize(s.encode(), add_bos=False, special=False)
         pre, suf, mid = (m[0] for m in self.markers)
-        ids = [pre] + enc(prefix) + [suf] + enc(suffix) + [mid]
+        if self.layout == "spm":
+            ids = [suf] + enc(suffix) + [pre] + enc(prefix) + [mid]
+        else:
+            ids = [pre] + enc(prefix) + [suf] + enc(suffix) + [mid]
         llm.reset()
         llm.eval(ids)
         out = []
@@ -169,6 +173,10 @@ def main():
     ap.add_argument("--token", default=os.environ.get("SOUFFLEUR_TOKEN", ""))
     ap.add_argument("--label", default="souffleur", help="name of the server's row")
     ap.add_argument("--peer-gguf", help="run llama.cpp on this GGUF as the peer")
+    ap.add_argument("--peer-layout", choices=["psm", "spm"], default="psm",
+                    help="llama.cpp's prompt order: prefix-suffix-middle (the model's own) or "
+                         "suffix-prefix-middle (would keep the suffix in the prefix cache while "
+                         "typing, if the model could read it)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--limit", type=int, default=0, help="tasks, spread evenly (0: all 1,033)")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per test run")
@@ -182,7 +190,7 @@ def main():
                                    lambda t: ask_server(args.server, args.token, t),
                                    args.timeout, log)
     if args.peer_gguf:
-        peer = Peer(args.peer_gguf, args.threads, 64)
+        peer = Peer(args.peer_gguf, args.threads, 64, args.peer_layout)
         result["llama.cpp"] = score("llama.cpp", tasks,
                                     lambda t: peer.complete(t["prefix"], t["suffix"]),
                                     args.timeout, log)

@@ -113,22 +113,30 @@ impl Transformer {
         let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?;
         let (keys, values) = cache.append(layer, &k, &v)?;
         let total = pos + t;
-        if t <= EXACT_ROWS {
-            // Each row exactly as a one-token decode step at its position computes
-            // it: speculative verification then reproduces plain decoding bit for bit.
-            let qv = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        // Rows `first..t` exactly as a one-token decode step at their positions
+        // computes them (`None` off the CPU).
+        let exact = |first: usize| -> Result<Option<Vec<f32>>> {
+            let rows = t - first;
+            let qv = q
+                .narrow(1, first, rows)?
+                .contiguous()?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let shape = AttentionShape {
                 heads: nh,
                 kv_heads: nkv,
                 head_dim: hd,
                 capacity: 0,
-                pos,
-                rows: t,
+                pos: pos + first,
+                rows,
             };
-            let out = cache.with_cpu_layer(layer, |keys, values, capacity| {
+            Ok(cache.with_cpu_layer(layer, |keys, values, capacity| {
                 attention::attend(&qv, keys, values, AttentionShape { capacity, ..shape })
-            });
-            if let Some(out) = out {
+            }))
+        };
+        if t <= EXACT_ROWS {
+            // Speculative verification then reproduces plain decoding bit for bit.
+            if let Some(out) = exact(0)? {
                 return Ok(Tensor::from_vec(out, (t, nh * hd), &self.device)?);
             }
             if t > 1 {
@@ -174,12 +182,22 @@ impl Transformer {
             };
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let out = probs.matmul(&values.contiguous()?)?;
-        Ok(out
+        let out = probs
+            .matmul(&values.contiguous()?)?
             .reshape((nh, t, hd))?
             .transpose(0, 1)?
             .contiguous()?
-            .reshape((t, nh * hd))?)
+            .reshape((t, nh * hd))?;
+        // The chunk's last row exactly as a one-token step computes it: a prompt whose
+        // earlier positions come from the prefix cache feeds its last token alone, and
+        // must get the same first token as the same prompt computed in one chunk.
+        match exact(t - 1)? {
+            Some(last) => {
+                let last = Tensor::from_vec(last, (1, nh * hd), &self.device)?;
+                Ok(Tensor::cat(&[out.narrow(0, 0, t - 1)?, last], 0)?)
+            }
+            None => Ok(out),
+        }
     }
 
     /// Runs one step over `inputs` and returns, per input, logits `[rows, vocab]`
