@@ -100,20 +100,17 @@ pub fn causal_softmax(scores: &mut [f32], total: usize, rows: usize, pos: usize)
     let task = |index: usize, row: &mut [f32]| {
         let (valid, masked) = row.split_at_mut(pos + index % rows + 1);
         masked.fill(0.0);
-        let max = valid.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum = if fma {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `fma_available` checked that the CPU has AVX2 and FMA.
             unsafe {
+                let max = valid.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 fused::exp_shifted(valid, max)
             }
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("no AVX2 outside x86_64")
         } else {
-            valid.iter_mut().fold(0f32, |sum, s| {
-                *s = (*s - max).exp();
-                sum + *s
-            })
+            softmax_unnormalised(valid)
         };
         let inv = 1.0 / sum;
         for s in valid.iter_mut() {

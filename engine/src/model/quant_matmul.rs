@@ -1356,19 +1356,31 @@ mod tests {
                                 "{dtype:?} {k:?} out={out} in={inp}: y[{i}] = {g}, want {w}"
                             );
                         }
-                        for r in [0, rows / 2, rows - 2, rows - 1] {
-                            let alone = qw
-                                .matmul_with(k, &x[r * inp..(r + 1) * inp], 1)
-                                .expect("alone");
-                            assert_eq!(
-                                alone[..],
-                                got[r * out..(r + 1) * out],
-                                "{dtype:?} {k:?} {rows} rows, row {r}"
-                            );
-                        }
+                        let label = format!("{dtype:?} {k:?} {rows} rows");
+                        let picked = [0, rows / 2, rows - 2, rows - 1];
+                        assert_rows_alone_equal(&qw, k, &x, &got, picked, &label);
                     }
                 }
             }
+        }
+    }
+
+    /// Asserts that each row `r` of `rows`, computed alone, has the bits it has in
+    /// `batch` (the product of all rows of `x`).
+    fn assert_rows_alone_equal(
+        qw: &QuantWeight,
+        k: Kernel,
+        x: &[f32],
+        batch: &[f32],
+        rows: impl IntoIterator<Item = usize>,
+        label: &str,
+    ) {
+        let (inp, out) = (qw.in_features, qw.out_features);
+        for r in rows {
+            let alone = qw
+                .matmul_with(k, &x[r * inp..(r + 1) * inp], 1)
+                .expect("alone");
+            assert_eq!(alone[..], batch[r * out..(r + 1) * out], "{label}, row {r}");
         }
     }
 
@@ -1383,16 +1395,14 @@ mod tests {
                 let x = noise(rows * inp, 6);
                 for k in kernels() {
                     let batch = qw.matmul_with(k, &x, rows).expect("batch");
-                    for r in 0..rows {
-                        let alone = qw
-                            .matmul_with(k, &x[r * inp..(r + 1) * inp], 1)
-                            .expect("alone");
-                        assert_eq!(
-                            alone[..],
-                            batch[r * out..(r + 1) * out],
-                            "{dtype:?} {k:?} row {r}"
-                        );
-                    }
+                    assert_rows_alone_equal(
+                        &qw,
+                        k,
+                        &x,
+                        &batch,
+                        0..rows,
+                        &format!("{dtype:?} {k:?}"),
+                    );
                 }
             }
         }
