@@ -8,7 +8,9 @@
 #
 #   bash benches/repo_infill_bench.sh            # default model, 50 positions per repository
 # Environment: MODEL (catalogue name), PER_REPO, SEED, LOG (per-task JSON lines), PROFILE,
-# COMMENTS (1 = also the comment-style run, the default; 0 = skip it).
+# COMMENTS (1 = also the comment-style run, the default; 0 = skip it), MODES (retrieval
+# modes of the repository-format run: on,off by default), CURSOR (line, the default, or
+# mid: the line half typed).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -41,11 +43,11 @@ echo "$(date -u +%FT%TZ) $model, $per_repo positions per repository, seed $seed,
 
 serve
 "${PYTHON:-python3}" benches/repo_infill/run.py --server "$url" "${repos[@]}" --per-repo "$per_repo" \
-  --seed "$seed" --modes on,off --label "repository format" "${log_args[@]}"
+  --seed "$seed" --cursor "${CURSOR:-line}" --modes "${MODES:-on,off}" --label "repository format" "${log_args[@]}"
 stop
 [[ "${COMMENTS:-1}" == 1 ]] || exit 0
 printf '[completion]\nrepository_format = false\n' >"$SOUFFLEUR_HOME/config.toml"
 serve
 "${PYTHON:-python3}" benches/repo_infill/run.py --server "$url" "${repos[@]}" --per-repo "$per_repo" \
-  --seed "$seed" --modes on --label "comment snippets" "${log_args[@]}"
+  --seed "$seed" --cursor "${CURSOR:-line}" --modes on --label "comment snippets" "${log_args[@]}"
 stop

@@ -5,7 +5,8 @@ repository's index on and off.
 A task: a file of the repository (indexed by `souffleur index add`), a line of it with at
 least 12 characters that is not a comment; the cursor sits after the line's indentation
 (where an editor puts it), the target is the rest of the line, the suffix the rest of the
-file. Scores over the first line of each answer: exact match (stripped) and edit
+file. With `--cursor mid` the line is half typed instead: the cursor sits 30–70 % into the
+line's text (a single-line completion while typing), the target is what is left of it. Scores over the first line of each answer: exact match (stripped) and edit
 similarity (1 − Levenshtein distance / longer length). Prints one JSON object.
 """
 import argparse
@@ -21,7 +22,7 @@ LANGUAGES = {".py": ("python", "#"), ".rs": ("rust", "//"), ".go": ("go", "//"),
              ".c": ("c", "//"), ".h": ("c", "//")}
 
 
-def make_tasks(repo, n, seed):
+def make_tasks(repo, n, seed, cursor="line"):
     files = []
     for root, dirs, names in os.walk(repo):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("tests", "test", "benches", "examples"))
@@ -49,7 +50,11 @@ def make_tasks(repo, n, seed):
         if len(body) < 12 or body.startswith((comment, "*", "/*", '"""', "'''")):
             continue
         indent = line[:len(line) - len(line.lstrip())]
-        prefix = "\n".join(lines[:i]) + "\n" + indent
+        typed = ""
+        if cursor == "mid":
+            typed = body[:rng.randint(len(body) * 3 // 10, len(body) * 7 // 10)]
+            body = body[len(typed):].strip()
+        prefix = "\n".join(lines[:i]) + "\n" + indent + typed
         suffix = "\n" + "\n".join(lines[i + 1:])
         key = (path, i)
         if any((t["path"], t["line"]) == key for t in tasks):
@@ -98,13 +103,15 @@ def main():
     ap.add_argument("--per-repo", type=int, default=50)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--modes", default="on,off", help="retrieval modes to run: on, off")
+    ap.add_argument("--cursor", choices=["line", "mid"], default="line",
+                    help="cursor after the indentation (line) or inside the line's text (mid)")
     ap.add_argument("--label", default="souffleur")
     ap.add_argument("--log")
     args = ap.parse_args()
     log = open(args.log, "a", encoding="utf-8") if args.log else None
     result = {"benchmark": "repository-line-completion", "label": args.label, "repos": {}}
     for repo in args.repo:
-        tasks = make_tasks(repo, args.per_repo, args.seed)
+        tasks = make_tasks(repo, args.per_repo, args.seed, args.cursor)
         name = os.path.basename(repo.rstrip("/"))
         result["repos"][name] = {}
         for mode in args.modes.split(","):

@@ -8,9 +8,13 @@
 //! 2. chunks similar to the last lines of the prefix (BM25 over the
 //!    identifiers chunks use).
 //!
-//! Snippets inside the window the model already sees (same file, lines
-//! covered by prefix and suffix) are excluded; overlapping and identical
-//! snippets are dropped; snippets are added while they fit the budget.
+//! Snippets of the edited file that the model already sees are excluded: by
+//! line numbers where the cursor line is known, and always by content (most
+//! of the snippet's lines appear in the prefix or suffix sent). The rest of
+//! the edited file stays a source: a definition or chunk above the prompt's
+//! window is often the most useful context there is. Overlapping and
+//! identical snippets are dropped; snippets are added while they fit the
+//! budget.
 
 use std::collections::HashSet;
 
@@ -37,12 +41,13 @@ pub struct RetrievalRequest<'a> {
     pub path: &'a str,
     /// Language of the file (`Language::from_name` accepts editor ids), if known.
     pub language: Option<&'a str>,
-    /// Text before the cursor (may be cut; see `cursor_line`).
+    /// Text before the cursor that the model will see (a window of the file
+    /// is fine: the same file's snippets found in it are not returned).
     pub prefix: &'a str,
-    /// Text after the cursor.
+    /// Text after the cursor that the model will see.
     pub suffix: &'a str,
-    /// 1-based line of the cursor in the file. `None` means `prefix`
-    /// starts at the beginning of the file.
+    /// 1-based line of the cursor in the file, if known: then the same file's
+    /// lines covered by `prefix` and `suffix` are excluded by number as well.
     pub cursor_line: Option<u32>,
     /// Most tokens all returned snippets may take together, as counted by
     /// the caller's function on [`Snippet::render`].
@@ -153,13 +158,17 @@ impl CodeIndex {
             .and_then(Language::from_name)
             .or_else(|| Language::from_path(request.path))
             .unwrap_or(Language::Text);
-        let window = cursor_window(request);
+        let seen = Seen {
+            path: request.path,
+            lines: cursor_window(request),
+            text: visible_lines(request.prefix, request.suffix),
+        };
         let searcher = self.store().reader.searcher();
 
         let near = near_cursor_identifiers(request.prefix, request.suffix, lang, 8);
-        let mut candidates = self.definition_candidates(&searcher, request, lang, &near, window)?;
+        let mut candidates = self.definition_candidates(&searcher, request, lang, &near, &seen)?;
         let tail = tail_lines(request.prefix, request.query_lines.max(1));
-        candidates.extend(self.similar_candidates(&searcher, request, lang, tail, window)?);
+        candidates.extend(self.similar_candidates(&searcher, request, lang, tail, &seen)?);
 
         let mut out: Vec<Snippet> = Vec::new();
         let mut used = 0usize;
@@ -194,7 +203,7 @@ impl CodeIndex {
         request: &RetrievalRequest<'_>,
         lang: Language,
         near: &[&str],
-        window: (u32, u32),
+        seen: &Seen<'_>,
     ) -> Result<Vec<Candidate>> {
         if near.is_empty() {
             return Ok(Vec::new());
@@ -224,7 +233,7 @@ impl CodeIndex {
             else {
                 continue;
             };
-            if in_window(request.path, window, &snippet) {
+            if seen.covers(&snippet) {
                 continue;
             }
             let name = snippet.symbol.clone().unwrap_or_default();
@@ -266,7 +275,7 @@ impl CodeIndex {
         request: &RetrievalRequest<'_>,
         lang: Language,
         tail: &str,
-        window: (u32, u32),
+        seen: &Seen<'_>,
     ) -> Result<Vec<Candidate>> {
         let store = self.store();
         let f = &store.fields;
@@ -309,7 +318,7 @@ impl CodeIndex {
             let Some(snippet) = self.load_snippet(searcher, address, SnippetKind::Similar)? else {
                 continue;
             };
-            if in_window(request.path, window, &snippet) {
+            if seen.covers(&snippet) {
                 continue;
             }
             let s = if snippet.language == lang.name() {
@@ -361,22 +370,62 @@ impl CodeIndex {
     }
 }
 
-/// Lines (1-based, inclusive) of the edited file that prefix and suffix cover.
-fn cursor_window(request: &RetrievalRequest<'_>) -> (u32, u32) {
+/// Lines (1-based, inclusive) of the edited file that prefix and suffix cover,
+/// where the cursor line is known.
+fn cursor_window(request: &RetrievalRequest<'_>) -> Option<(u32, u32)> {
+    let cursor = request.cursor_line?;
     let prefix_lines = u32::try_from(request.prefix.matches('\n').count()).unwrap_or(u32::MAX);
     let suffix_lines = u32::try_from(request.suffix.matches('\n').count()).unwrap_or(u32::MAX);
-    let cursor = request
-        .cursor_line
-        .unwrap_or_else(|| prefix_lines.saturating_add(1));
-    (
+    Some((
         cursor.saturating_sub(prefix_lines).max(1),
         cursor.saturating_add(suffix_lines),
-    )
+    ))
 }
 
-/// Whether a snippet is in the edited file and overlaps what the model sees.
-fn in_window(path: &str, window: (u32, u32), snippet: &Snippet) -> bool {
-    same_file(path, &snippet.path) && snippet.start_line <= window.1 && window.0 <= snippet.end_line
+/// What the model already sees of the edited file.
+struct Seen<'t> {
+    /// The edited file's path, as the request gives it.
+    path: &'t str,
+    /// Its lines around the cursor, by number, where known.
+    lines: Option<(u32, u32)>,
+    /// Its distinctive lines in prefix and suffix.
+    text: HashSet<&'t str>,
+}
+
+impl Seen<'_> {
+    /// Whether a snippet is in the edited file and the model sees it already (by its
+    /// line numbers, or because most of its distinctive lines are in the prompt).
+    fn covers(&self, snippet: &Snippet) -> bool {
+        if !same_file(self.path, &snippet.path) {
+            return false;
+        }
+        let by_number = self
+            .lines
+            .is_some_and(|(first, last)| snippet.start_line <= last && first <= snippet.end_line);
+        let (mut visible, mut all) = (0usize, 0usize);
+        for line in snippet.text.lines().filter_map(distinctive) {
+            all += 1;
+            visible += usize::from(self.text.contains(line));
+        }
+        // A snippet without a distinctive line adds nothing either.
+        by_number || visible * 2 >= all
+    }
+}
+
+/// A line trimmed, if it is long enough to tell where it comes from (a lone `}` or
+/// `return` is everywhere).
+fn distinctive(line: &str) -> Option<&str> {
+    let line = line.trim();
+    (line.len() >= 8).then_some(line)
+}
+
+/// The distinctive lines of prefix and suffix.
+fn visible_lines<'t>(prefix: &'t str, suffix: &'t str) -> HashSet<&'t str> {
+    prefix
+        .lines()
+        .chain(suffix.lines())
+        .filter_map(distinctive)
+        .collect()
 }
 
 fn same_file(request_path: &str, indexed_path: &str) -> bool {
@@ -454,9 +503,39 @@ mod tests {
     fn window_from_prefix_and_suffix() {
         let repos = vec!["r".to_string()];
         let mut req = RetrievalRequest::new(&repos, "a.rs", "l1\nl2\nl3", "x\ny\n", 100);
-        assert_eq!(cursor_window(&req), (1, 5));
+        assert_eq!(cursor_window(&req), None);
         req.cursor_line = Some(100);
-        assert_eq!(cursor_window(&req), (98, 102));
+        assert_eq!(cursor_window(&req), Some((98, 102)));
+    }
+
+    #[test]
+    fn the_same_files_snippets_are_seen_by_content() {
+        let snippet = |path: &str, text: &str| Snippet {
+            repo: "r".into(),
+            path: path.into(),
+            language: "rust".into(),
+            start_line: 1,
+            end_line: 3,
+            text: text.into(),
+            kind: SnippetKind::Similar,
+            symbol: None,
+            score: 0.0,
+            tokens: 0,
+        };
+        let prefix = "fn parse(line: &str) -> Option<u32> {\n    let value = line.trim();\n";
+        let seen = Seen {
+            path: "src/a.rs",
+            lines: None,
+            text: visible_lines(prefix, "    value.parse().ok()\n}\n"),
+        };
+        // Most distinctive lines visible: seen; a lone `}` does not count either way.
+        let shown = "fn parse(line: &str) -> Option<u32> {\n    let value = line.trim();\n    other_call(value);\n}";
+        assert!(seen.covers(&snippet("src/a.rs", shown)));
+        // The same file's other code, and another file with the same text, are not.
+        let elsewhere = "fn render(&self) -> String {\n    format!(\"{}\", self.0)\n}";
+        assert!(!seen.covers(&snippet("src/a.rs", elsewhere)));
+        assert!(!seen.covers(&snippet("src/b.rs", shown)));
+        assert!(seen.covers(&snippet("src/a.rs", "}\n")));
     }
 
     #[test]

@@ -120,6 +120,21 @@ class Invoice:
         return compute_invoice_total(self.items, tax_rate)
 ";
 
+/// A long Python file of repository `alpha`: a helper at the top, far more lines than
+/// a prompt's window, then a function that calls the helper.
+pub fn alpha_ledger() -> String {
+    let mut text = String::from(
+        "def balance_after_fees(entries, fee_rate):\n    \"\"\"What the ledger holds once fees are taken.\"\"\"\n    return sum(entries) * (1 - fee_rate)\n\n",
+    );
+    for i in 0..150 {
+        text.push_str(&format!(
+            "\ndef post_entry_{i}(ledger):\n    return ledger.post({i}, \"entry number {i}\")\n\n"
+        ));
+    }
+    text.push_str("\ndef close_books(ledger):\n    fees = balance_after_fees(ledger.entries, 0.02)\n    return fees\n");
+    text
+}
+
 /// Python source of repository `beta`, which the `alpha` token must never see.
 pub const BETA_SECRET: &str = "\
 def render_secret_banner(user, clearance_level):
@@ -231,10 +246,12 @@ fn start() -> TestServer {
     let home = dir.path().join("home");
     home_with_model(&home);
     let alpha = dir.path().join("alpha");
+    let ledger = alpha_ledger();
     make_repo(
         &alpha,
         &[
             ("billing.py", ALPHA_BILLING),
+            ("ledger.py", &ledger),
             (
                 "report.py",
                 "from billing import Invoice\n\n\ndef monthly_report(invoices):\n    return [i.total() for i in invoices]\n",

@@ -75,6 +75,48 @@ fn tabby_completion_uses_index_context_within_the_token_scope() {
 }
 
 #[test]
+fn the_edited_files_code_beyond_the_window_is_retrieved_but_not_what_the_model_sees() {
+    let ledger = e2e::alpha_ledger();
+    let cut = ledger.rfind("fees\n").expect("cursor place");
+    let (prefix, suffix) = ledger.split_at(cut);
+    let r = post(
+        "/v1/completions",
+        Some(&server().alpha_user),
+        &tabby(prefix, suffix, "ledger.py").to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let snippets = v["debug_data"]["snippets"].as_array().expect("snippets");
+    let own: Vec<&str> = snippets
+        .iter()
+        .filter(|s| s["path"] == "ledger.py")
+        .filter_map(|s| s["text"].as_str())
+        .collect();
+    // The helper's definition, hundreds of lines above, is context the model lacks,
+    assert!(
+        own.iter().any(|t| t.contains("def balance_after_fees")),
+        "{snippets:?}"
+    );
+    // and the best snippet goes last, nearest the cursor;
+    let prompt = v["debug_data"]["prompt"].as_str().expect("prompt");
+    let last_snippet = prompt.rfind("# Path: ").expect("snippets in the prompt");
+    assert!(
+        prompt.rfind("# def balance_after_fees") > Some(last_snippet),
+        "{prompt}"
+    );
+    // the lines right above the cursor are in the prompt already.
+    assert!(
+        prefix.split_whitespace().count() > 1000,
+        "the file is longer than the prompt's window"
+    );
+    assert!(
+        own.iter()
+            .all(|t| !t.contains("post_entry_149") && !t.contains("def close_books")),
+        "{own:?}"
+    );
+}
+
+#[test]
 fn a_scoped_token_never_receives_snippets_from_other_repositories() {
     // Retrieval reads the lines before the cursor line.
     let prefix = "user = current_user()\nbanner = render_secret_banner(user, 3)\nagain = ";

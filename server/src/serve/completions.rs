@@ -281,8 +281,17 @@ fn build_prompt(
             repo: None,
         });
     }
+    let budgets = Budgets {
+        prefix: cfg.prefix_tokens,
+        // Typing inside a line: a short suffix keeps each keystroke's prefill small.
+        suffix: match mode {
+            Mode::SingleLine => cfg.single_line_suffix_tokens.min(cfg.suffix_tokens),
+            Mode::MultiLine => cfg.suffix_tokens,
+        },
+        snippets: cfg.snippet_tokens,
+    };
     if !disable_retrieval {
-        snippets.extend(retrieve(state, caller, req, language, cfg.snippet_tokens)?);
+        snippets.extend(retrieve(state, caller, req, language, budgets)?);
     }
     for s in seg
         .relevant_snippets_from_changed_files
@@ -333,15 +342,7 @@ fn build_prompt(
         &seg.prefix,
         &suffix,
         &snippets,
-        Budgets {
-            prefix: cfg.prefix_tokens,
-            // Typing inside a line: a short suffix keeps each keystroke's prefill small.
-            suffix: match mode {
-                Mode::SingleLine => cfg.single_line_suffix_tokens.min(cfg.suffix_tokens),
-                Mode::MultiLine => cfg.suffix_tokens,
-            },
-            snippets: cfg.snippet_tokens,
-        },
+        budgets,
         state.config.limits.max_prompt_tokens,
     )?)
 }
@@ -424,7 +425,7 @@ fn retrieve(
     caller: &Caller,
     req: &TabbyRequest,
     language: &str,
-    budget: usize,
+    budgets: Budgets,
 ) -> Result<Vec<ContextSnippet>, ApiError> {
     let Some(index) = &state.index else {
         return Ok(Vec::new());
@@ -436,14 +437,21 @@ fn retrieve(
         return Ok(Vec::new());
     }
     let (_, relative) = locate(state, caller, req);
-    // Retrieval looks at the lines before the cursor line, so the snippets (which open
-    // the prompt) stay the same while a line is typed and the prefix cache keeps hitting.
-    let stable_prefix = &seg.prefix[..seg.prefix.rfind('\n').map_or(0, |i| i + 1)];
+    // Retrieval looks at the lines the model sees around the cursor line, not at the
+    // cursor line itself, so the snippets (which open the prompt) stay the same while a
+    // line is typed and the prefix cache keeps hitting. The same file's code outside
+    // them may come back as snippets. The suffix counts with its longest budget, which
+    // keeps the snippets the same when the mode changes between keystrokes.
+    let model = state.engine.model();
     let suffix = seg.suffix.as_deref().unwrap_or("");
-    let suffix = &suffix[suffix.find('\n').map_or(suffix.len(), |i| i + 1)..];
-    let mut request = RetrievalRequest::new(&repos, &relative, stable_prefix, suffix, budget);
+    let widest = Budgets {
+        suffix: state.config.completion.suffix_tokens,
+        ..budgets
+    };
+    let (before, after) = prompt::visible_lines(model, &seg.prefix, suffix, widest);
+    let mut request = RetrievalRequest::new(&repos, &relative, &before, &after, budgets.snippets);
     request.language = Some(language);
-    let tokenizer = state.engine.model().tokenizer();
+    let tokenizer = model.tokenizer();
     let count = |text: &str| {
         tokenizer
             .encode(text)

@@ -231,6 +231,45 @@ const WINDOW_GUARD_BYTES: usize = 1024;
 /// Tokens of the prefix budget kept for the cursor line (see [`build`]).
 const CURSOR_LINE_RESERVE: usize = 48;
 
+/// The prefix as the lines before the cursor line (less a partial first line, see
+/// below) and the cursor line.
+fn split_cursor_line(prefix: &str) -> (&str, &str) {
+    let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+    let (head, cursor_line) = prefix.split_at(line_start);
+    // Editors send a window of the file cut at a character count: its first line is
+    // partial and its start moves with every keystroke, which would change the prompt's
+    // start (and miss the prefix cache) each time. A longer prefix therefore starts at
+    // its second line; a short one is taken whole (it likely starts the file).
+    let head = match head.find('\n') {
+        Some(i) if head.len() > WINDOW_GUARD_BYTES => &head[i + 1..],
+        _ => head,
+    };
+    (head, cursor_line)
+}
+
+/// The lines before the cursor line and after it that [`build`] shows the model with
+/// these budgets (before any shrinking to the prompt's limit; the cursor line itself
+/// left out, so the answer stays the same while a line is typed). Retrieval leaves out
+/// of its snippets what the model sees already, and only that.
+pub fn visible_lines(
+    model: &Model,
+    prefix: &str,
+    suffix: &str,
+    budgets: Budgets,
+) -> (String, String) {
+    let (head, _) = split_cursor_line(prefix);
+    let rest = budgets
+        .prefix
+        .saturating_sub(CURSOR_LINE_RESERVE.min(budgets.prefix / 4));
+    let after = &suffix[suffix.find('\n').map_or(suffix.len(), |i| i + 1)..];
+    let after = if model.fim().uses_suffix() {
+        head_lines(model, enclosing_part(after), budgets.suffix)
+    } else {
+        String::new()
+    };
+    (tail_lines(model, head, rest), after)
+}
+
 /// Builds the prompt for a completion at the cursor, at most `max_tokens` long (and
 /// never longer than the model's context allows). With `place` known and a model
 /// that has a repository-level format, snippets become files of the repository.
@@ -250,7 +289,6 @@ pub fn build(
     let place = place.filter(|p| !p.path.is_empty() && model.fim().has_repo_format());
     let marker = comment_marker(language);
     let mut used = 0;
-    let mut header = String::new();
     let mut kept = Vec::new();
     for s in snippets {
         if s.text.trim().is_empty() {
@@ -266,22 +304,19 @@ pub fn build(
             continue;
         }
         used += n;
-        header.push_str(&block);
         kept.push(s.clone());
     }
+    // Snippets come best first; the best goes nearest the cursor, where the model
+    // attends most.
+    kept.reverse();
+    let header: String = match place {
+        Some(_) => String::new(),
+        None => kept.iter().map(|s| render_snippet(marker, s)).collect(),
+    };
     // The window is anchored on the lines before the cursor line, so typing on a line
     // keeps the prompt's start (and with it the prefix cache) unchanged. The cursor
     // line comes out of the same budget: a long one is cut, keeping its end.
-    let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
-    let (head, cursor_line) = prefix.split_at(line_start);
-    // Editors send a window of the file cut at a character count: its first line is
-    // partial and its start moves with every keystroke, which would change the prompt's
-    // start (and miss the prefix cache) each time. A longer prefix therefore starts at
-    // its second line; a short one is taken whole (it likely starts the file).
-    let head = match head.find('\n') {
-        Some(i) if head.len() > WINDOW_GUARD_BYTES => &head[i + 1..],
-        _ => head,
-    };
+    let (head, cursor_line) = split_cursor_line(prefix);
     let mut prefix_budget = budgets.prefix;
     let mut suffix_budget = budgets.suffix;
     loop {
