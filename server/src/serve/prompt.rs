@@ -304,15 +304,16 @@ pub fn build(
             continue;
         }
         used += n;
-        kept.push(s.clone());
+        kept.push((s.clone(), block));
     }
     // Snippets come best first; the best goes nearest the cursor, where the model
     // attends most.
     kept.reverse();
     let header: String = match place {
         Some(_) => String::new(),
-        None => kept.iter().map(|s| render_snippet(marker, s)).collect(),
+        None => kept.iter().map(|(_, block)| block.as_str()).collect(),
     };
+    let kept: Vec<ContextSnippet> = kept.into_iter().map(|(s, _)| s).collect();
     // The window is anchored on the lines before the cursor line, so typing on a line
     // keeps the prompt's start (and with it the prefix cache) unchanged. The cursor
     // line comes out of the same budget: a long one is cut, keeping its end.
