@@ -3,7 +3,7 @@
 # sets bin_dir to where they are. Expects $root (the repository) and runs there.
 profile="${PROFILE:-release}"
 if [[ "$profile" == release ]]; then
-    (cd "$root" && cargo build --release -p server -p souffleur-benches >&2)
+    (cd "$root" && cargo build --release -p cli -p souffleur-benches >&2)
 else
     (cd "$root" && cargo build --workspace --all-targets >&2)
 fi

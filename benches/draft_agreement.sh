@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SOUFFLEUR_HOME=${SOUFFLEUR_HOME:-$HOME/.souffleur}
-cargo build --release -p server -p souffleur-benches --bin souffleur --bin draft_agreement
+cargo build --release -p cli -p souffleur-benches --bin souffleur --bin draft_agreement
 target/release/souffleur model fetch smollm2-135m >/dev/null
 model="$SOUFFLEUR_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 out=$(mktemp -d)

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SOUFFLEUR_HOME=${SOUFFLEUR_HOME:-$HOME/.souffleur}
-cargo build --release -p server -p souffleur-benches --bin souffleur --bin spec_bench
+cargo build --release -p cli -p souffleur-benches --bin souffleur --bin spec_bench
 target/release/souffleur model fetch smollm2-135m >/dev/null
 model="$SOUFFLEUR_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 out=${1:-/dev/stdout}

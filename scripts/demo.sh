@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export SOUFFLEUR_HOME=${SOUFFLEUR_HOME:-$HOME/.souffleur}
 REPO=${REPO:-$PWD}
-cargo build --release -p server
+cargo build --release -p cli
 bin=target/release/souffleur
 $bin model fetch-default
 $bin model info

@@ -39,17 +39,36 @@ else
 fi
 # ---- end of Tabby's agent ----
 
+# ---- GitHub's OpenAPI description: npm @octokit/openapi@23.0.2 (tests/tests/review_contracts.rs) ----
+# Pinned in tests/octokit/package-lock.json, installed into its git-ignored
+# node_modules/. Without npm the GitHub contract check skips itself; with npm it must pass.
+echo "== contract: GitHub's OpenAPI description, npm @octokit/openapi@23.0.2"
+if command -v npm >/dev/null 2>&1; then
+  if [ "$(node -p 'require("./tests/octokit/node_modules/@octokit/openapi/package.json").version' 2>/dev/null)" != "23.0.2" ]; then
+    npm ci --prefix tests/octokit --no-audit --no-fund --ignore-scripts
+  fi
+else
+  echo "npm not found: the GitHub check of tests/tests/review_contracts.rs will be skipped"
+fi
+# ---- end of GitHub's OpenAPI description ----
+
 echo "== crate boundaries (ARCHITECTURE.md invariants)"
-for crate in engine indexer; do
-  for forbidden in axum tower-lsp-server hyper; do
-    if cargo tree -p "$crate" -e normal --prefix none 2>/dev/null | grep -q "^$forbidden v"; then
-      echo "invariant broken: $crate depends on $forbidden" >&2; exit 1
+# forbid CRATE DEP...: CRATE's normal (non-dev) dependency tree must not contain DEP.
+forbid() {
+  local crate=$1; shift
+  local tree
+  tree=$(cargo tree -p "$crate" -e normal --prefix none)
+  for dep in "$@"; do
+    if grep -q "^$dep v" <<<"$tree"; then
+      echo "invariant broken: $crate depends on $dep" >&2; exit 1
     fi
   done
-done
-if cargo tree -p indexer -e normal --prefix none | grep -qE "^(candle-core|engine) v"; then
-  echo "invariant broken: indexer depends on the engine" >&2; exit 1
-fi
+}
+forbid engine axum hyper tower-lsp-server clap indexer review server
+forbid indexer axum hyper tower-lsp-server clap candle-core engine review server
+forbid review axum hyper tokio tower-lsp-server clap server
+forbid server clap tower-lsp-server
+forbid lsp engine indexer review server
 
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings

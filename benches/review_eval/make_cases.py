@@ -37,6 +37,14 @@ DEFECTS = [
     "removed_bounds_check",
 ]
 
+# Defect kinds added later; drawn after the clean cases with their own random stream,
+# so the cases above stay the same for a given seed.
+EXTRA_DEFECTS = [
+    "wrong_variable",
+    "missing_await",
+    "resource_leak",
+]
+
 
 def python_functions(limit_files=400, rng=None):
     """(path, text, lines, func_start, func_end) of stdlib functions, 6..60 lines."""
@@ -275,6 +283,63 @@ def inject(defect, lang, lines, start, end, rng):
                     if len(nind) > len(ind) and len(aind) <= len(ind) and not nxt.strip().startswith(("raise", "return", "continue", "break", "pass", "#")) and not after.strip().startswith(("else", "elif")):
                         out = new[:k] + [ind + nxt.strip()] + new[k + 2:]
                         return out, [k + 1]
+    elif defect == "wrong_variable":
+        # A local used where another local was meant: one use (not the assignment) of
+        # a name assigned in the function becomes another such name.
+        assign = re.compile(r"\s*(?:let (?:mut )?)?([a-z_][a-z0-9_]{2,})\s*(?::[^=]*)?=[^=]")
+        names = sorted({m.group(1) for k in body for m in [assign.match(lines[k])] if m and m.group(1) not in ("self", "mut")})
+        if len(names) >= 2:
+            for k in body:
+                s = lines[k]
+                if s.strip().startswith(("#", "//")) or assign.match(s):
+                    continue
+                for a in names:
+                    m = re.search(r"\b%s\b" % re.escape(a), s)
+                    if m:
+                        b = rng.choice([n for n in names if n != a])
+                        cand.append((k, s[: m.start()] + b + s[m.end():]))
+                        break
+    elif defect == "missing_await":
+        for k in body:
+            s = lines[k]
+            if lang == "python" and re.search(r"\bawait ", s):
+                cand.append((k, re.sub(r"\bawait ", "", s, count=1)))
+            elif lang == "rust" and ".await" in s:
+                cand.append((k, s.replace(".await", "", 1)))
+    elif defect == "resource_leak" and lang == "python":
+        # A context manager removed: `with open(...) as f:` becomes `f = open(...)` and
+        # `with self._lock:` becomes `self._lock.acquire()`, the block dedented, so the
+        # file is never closed and the lock never released. Only the acquiring line is
+        # the defect's line.
+        opened = re.compile(r"(\s*)with (open\([^()]*(?:\([^()]*\)[^()]*)*\)) as (\w+):\s*$")
+        locked = re.compile(r"(\s*)with ((?:self\.)?_?\w*lock\w*):\s*$", re.IGNORECASE)
+        for k in body:
+            s = lines[k]
+            m = opened.match(s) or locked.match(s)
+            if not m:
+                continue
+            ind = m.group(1)
+            head = ind + ("%s = %s" % (m.group(3), m.group(2)) if m.re is opened else m.group(2) + ".acquire()")
+            block = []
+            j = k + 1
+            while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > len(ind)):
+                block.append(j)
+                j += 1
+            while block and not lines[block[-1]].strip():
+                block.pop()
+            if not block:
+                continue
+            first = lines[block[0]]
+            step = len(first) - len(first.lstrip()) - len(ind)
+            if step <= 0:
+                continue
+            body_lines = [l[step:] if l.strip() else l for l in (lines[b] for b in block)]
+            out = new[:k] + [head] + body_lines + new[block[-1] + 1:]
+            cand.append((k, out))
+        if not cand:
+            return None
+        k, out = rng.choice(cand)
+        return out, [k + 1]
     if not cand:
         return None
     k, line = rng.choice(cand)
@@ -378,6 +443,37 @@ def main():
             "id": "clean-%02d" % got, "kind": "clean", "defect": None, "language": lang,
             "path": rel, "diff": diff, "lines": touched, "changed_lines": changed,
         })
+    extra_rng = random.Random(args.seed + 1000)
+    # The same function can sit in several versions of a crate: one case per change.
+    seen = set()
+    for defect in EXTRA_DEFECTS:
+        got = 0
+        for attempt in range(20000):
+            if got >= args.per_type:
+                break
+            lang = ("python", "rust")[attempt % 2]
+            pool = pools[lang]
+            rel, text, lines, start, end, node = pool[extra_rng.randrange(len(pool))]
+            if (rel, start) in used:
+                continue
+            res = inject(defect, lang, lines, start, end, extra_rng)
+            if not res:
+                continue
+            after = "\n".join(res[0])
+            diff = make_diff(rel, text, after)
+            touched, changed = changed_new_lines(text, after)
+            if defect == "resource_leak":
+                touched = res[1]  # the acquiring line; the dedented block is not the defect
+            change = tuple(l for l in diff.split("\n") if l[:1] in "+-" and l[:3] not in ("+++", "---"))
+            if not diff or not touched or change in seen:
+                continue
+            seen.add(change)
+            used.add((rel, start))
+            got += 1
+            cases.append({
+                "id": "%s-%02d" % (defect, got), "kind": "defect", "defect": defect,
+                "language": lang, "path": rel, "diff": diff, "lines": touched, "changed_lines": changed,
+            })
     with open(args.out, "w") as f:
         for c in cases:
             f.write(json.dumps(c) + "\n")

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Storage, Tensor};
 use crate::error::{EngineError, Result};
 
 /// Capacity is grown in steps of this many positions.
-const GROWTH: usize = 256;
+pub(crate) const GROWTH: usize = 256;
 
 /// Keys and values of every layer for one sequence.
 ///

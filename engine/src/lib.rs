@@ -19,19 +19,23 @@
 
 #![deny(missing_docs)]
 
+pub mod chat;
 pub mod checksum;
 pub mod error;
 pub mod fim;
+pub mod footprint;
 pub mod generation;
 pub mod kv_cache;
 pub mod model;
 mod prefix_cache;
 pub mod sampling;
 pub mod scheduler;
+pub mod scoring;
 pub mod speculation;
 pub mod stop;
 pub mod tokenizer;
 
+pub use chat::Turn;
 pub use error::{EngineError, Result};
 pub use fim::{FimStyle, FimTemplate, RepoContext, RepoFile};
 pub use generation::{
@@ -39,7 +43,7 @@ pub use generation::{
     GenerationRequest, GenerationStats, StopRule,
 };
 pub use model::{Model, ModelFormat, ModelInfo};
-pub use sampling::SamplingParams;
+pub use sampling::{Penalties, SamplingParams};
 pub use scheduler::{Engine, EngineCounters, SchedulerConfig};
 pub use speculation::Speculation;
 pub use tokenizer::Tokenizer;

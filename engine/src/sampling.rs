@@ -1,5 +1,7 @@
 //! Choosing the next token from logits: greedy, or seeded temperature/top-k/top-p sampling.
 
+use std::collections::{HashMap, HashSet};
+
 use crate::error::{EngineError, Result};
 
 /// How to pick tokens.
@@ -13,6 +15,44 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// Seed of the random generator; the same seed gives the same tokens.
     pub seed: u64,
+    /// Penalties on tokens already seen (neutral by default).
+    pub penalties: Penalties,
+}
+
+/// Penalties on repeating tokens, applied to the logits before anything else (also
+/// when decoding greedily), as OpenAI and vLLM define them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Penalties {
+    /// Subtracted once from the logit of every token generated so far (OpenAI's
+    /// `presence_penalty`, -2..2).
+    pub presence: f32,
+    /// Subtracted from a token's logit once per time it was generated so far
+    /// (OpenAI's `frequency_penalty`, -2..2).
+    pub frequency: f32,
+    /// Logits of tokens in the prompt or generated so far are divided by it when
+    /// positive and multiplied by it when negative (`repetition_penalty`, > 0; 1 is
+    /// off), as in the CTRL paper, transformers and vLLM.
+    pub repetition: f32,
+}
+
+impl Default for Penalties {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl Penalties {
+    /// No penalty.
+    pub const NONE: Penalties = Penalties {
+        presence: 0.0,
+        frequency: 0.0,
+        repetition: 1.0,
+    };
+
+    /// Whether any penalty changes logits.
+    pub fn is_none(&self) -> bool {
+        *self == Self::NONE
+    }
 }
 
 impl Default for SamplingParams {
@@ -29,6 +69,7 @@ impl SamplingParams {
             top_k: 0,
             top_p: 1.0,
             seed: 0,
+            penalties: Penalties::NONE,
         }
     }
 
@@ -49,6 +90,20 @@ impl SamplingParams {
             return Err(EngineError::InvalidRequest(format!(
                 "top_p must be in (0, 1], got {}",
                 self.top_p
+            )));
+        }
+        let p = &self.penalties;
+        for (name, v) in [("presence", p.presence), ("frequency", p.frequency)] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "the {name} penalty must be between -2 and 2, got {v}"
+                )));
+            }
+        }
+        if !(p.repetition.is_finite() && p.repetition > 0.0 && p.repetition <= 10.0) {
+            return Err(EngineError::InvalidRequest(format!(
+                "the repetition penalty must be in (0, 10], got {}",
+                p.repetition
             )));
         }
         Ok(())
@@ -152,13 +207,30 @@ pub fn filtered_distribution(logits: &[f32], params: &SamplingParams) -> Vec<(u3
 pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
+    /// Times each token was generated (penalties only).
+    generated: HashMap<u32, u32>,
+    /// Tokens of the prompt (repetition penalty only).
+    prompt: HashSet<u32>,
+    /// Logits after penalties (reused).
+    scratch: Vec<f32>,
 }
 
 impl Sampler {
-    /// A sampler seeded from `params.seed`.
-    pub fn new(params: SamplingParams) -> Self {
+    /// A sampler seeded from `params.seed`, for a sequence that starts with `prompt`.
+    pub fn new(params: SamplingParams, prompt: &[u32]) -> Self {
         let rng = Rng::new(params.seed);
-        Self { params, rng }
+        let prompt = if params.penalties.repetition == 1.0 {
+            HashSet::new()
+        } else {
+            prompt.iter().copied().collect()
+        };
+        Self {
+            params,
+            rng,
+            generated: HashMap::new(),
+            prompt,
+            scratch: Vec::new(),
+        }
     }
 
     /// The parameters in use.
@@ -166,21 +238,76 @@ impl Sampler {
         &self.params
     }
 
+    /// `logits` with the penalties applied (in `scratch`), or `logits` itself.
+    fn penalized<'a>(
+        penalties: &Penalties,
+        generated: &HashMap<u32, u32>,
+        prompt: &HashSet<u32>,
+        logits: &'a [f32],
+        scratch: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        if penalties.is_none() || (generated.is_empty() && prompt.is_empty()) {
+            return logits;
+        }
+        scratch.clear();
+        scratch.extend_from_slice(logits);
+        if penalties.repetition != 1.0 {
+            // Each token seen once or more is penalised once.
+            let more = generated.keys().filter(|t| !prompt.contains(t));
+            for &t in prompt.iter().chain(more) {
+                if let Some(l) = scratch.get_mut(t as usize) {
+                    *l = if *l > 0.0 {
+                        *l / penalties.repetition
+                    } else {
+                        *l * penalties.repetition
+                    };
+                }
+            }
+        }
+        for (&t, &n) in generated {
+            if let Some(l) = scratch.get_mut(t as usize) {
+                *l -= penalties.presence + penalties.frequency * n as f32;
+            }
+        }
+        scratch
+    }
+
+    /// Records `token` as generated (for the penalties) and returns it.
+    fn taken(&mut self, token: u32) -> u32 {
+        if !self.params.penalties.is_none() {
+            *self.generated.entry(token).or_insert(0) += 1;
+        }
+        token
+    }
+
     /// Draws a token from `logits`.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let logits = Self::penalized(
+            &self.params.penalties,
+            &self.generated,
+            &self.prompt,
+            logits,
+            &mut self.scratch,
+        );
         if self.params.is_greedy() {
-            return argmax(logits);
+            let t = argmax(logits);
+            return self.taken(t);
         }
         let dist = filtered_distribution(logits, &self.params);
         let r = self.rng.uniform();
         let mut acc = 0.0;
+        let mut pick = None;
         for &(id, p) in &dist {
             acc += p;
             if r < acc {
-                return id;
+                pick = Some(id);
+                break;
             }
         }
-        dist.last().map(|d| d.0).unwrap_or_else(|| argmax(logits))
+        let t = pick
+            .or_else(|| dist.last().map(|d| d.0))
+            .unwrap_or_else(|| argmax(logits));
+        self.taken(t)
     }
 }
 
@@ -190,6 +317,18 @@ impl Sampler {
     /// draft is kept with its probability, else a token is drawn from the distribution
     /// without it, which leaves the output distribution exactly that of plain sampling.
     pub fn verify(&mut self, logits: &[f32], draft: u32) -> (u32, bool) {
+        let (token, is_draft) = self.verify_penalized(logits, draft);
+        (self.taken(token), is_draft)
+    }
+
+    fn verify_penalized(&mut self, logits: &[f32], draft: u32) -> (u32, bool) {
+        let logits = Self::penalized(
+            &self.params.penalties,
+            &self.generated,
+            &self.prompt,
+            logits,
+            &mut self.scratch,
+        );
         if self.params.is_greedy() {
             let t = argmax(logits);
             return (t, t == draft);
@@ -225,7 +364,7 @@ mod tests {
     #[test]
     fn greedy_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.1, 3.0, 3.0, -1.0]), 1);
-        let mut s = Sampler::new(SamplingParams::greedy());
+        let mut s = Sampler::new(SamplingParams::greedy(), &[]);
         assert_eq!(s.sample(&[0.0, 0.5, 0.2]), 1);
     }
 
@@ -237,12 +376,13 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             seed: 42,
+            penalties: Penalties::NONE,
         };
         let a: Vec<u32> = {
-            let mut s = Sampler::new(params.clone());
+            let mut s = Sampler::new(params.clone(), &[]);
             (0..50).map(|_| s.sample(&logits)).collect()
         };
-        let mut s = Sampler::new(params);
+        let mut s = Sampler::new(params, &[]);
         let b: Vec<u32> = (0..50).map(|_| s.sample(&logits)).collect();
         assert_eq!(a, b);
         assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 3);
@@ -256,6 +396,7 @@ mod tests {
             top_k: 2,
             top_p: 1.0,
             seed: 1,
+            penalties: Penalties::NONE,
         };
         let d = filtered_distribution(&logits, &k2);
         assert_eq!(d.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1]);
@@ -272,12 +413,16 @@ mod tests {
     #[test]
     fn sampling_frequencies_follow_softmax() {
         let logits = [0.0f32, (2.0f32).ln(), (7.0f32).ln()];
-        let mut s = Sampler::new(SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 7,
-        });
+        let mut s = Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                seed: 7,
+                penalties: Penalties::NONE,
+            },
+            &[],
+        );
         let mut counts = [0usize; 3];
         let n = 20_000;
         for _ in 0..n {
@@ -292,6 +437,77 @@ mod tests {
                 expected[i]
             );
         }
+    }
+
+    #[test]
+    fn penalties_follow_openai_and_vllm() {
+        let greedy = |penalties| SamplingParams {
+            penalties,
+            ..SamplingParams::greedy()
+        };
+        // Token 0 leads by 0.5 until it has been generated: a presence penalty of 1
+        // hands the lead to token 1, and a frequency penalty of 0.3 does so after
+        // token 0 came twice.
+        let logits = [2.0f32, 1.5, -1.0];
+        let mut s = Sampler::new(
+            greedy(Penalties {
+                presence: 1.0,
+                ..Penalties::NONE
+            }),
+            &[],
+        );
+        assert_eq!([s.sample(&logits), s.sample(&logits)], [0, 1]);
+        let mut s = Sampler::new(
+            greedy(Penalties {
+                frequency: 0.3,
+                ..Penalties::NONE
+            }),
+            &[],
+        );
+        let picks: Vec<u32> = (0..4).map(|_| s.sample(&logits)).collect();
+        assert_eq!(
+            picks,
+            [0, 0, 1, 0],
+            "2.0 - 0.6 = 1.4 < 1.5; then 1.5 - 0.3 < 1.4"
+        );
+        // Repetition: positive logits divided, negative multiplied; prompt tokens count.
+        let rep = Penalties {
+            repetition: 2.0,
+            ..Penalties::NONE
+        };
+        let mut s = Sampler::new(greedy(rep), &[0, 2]);
+        assert_eq!(s.sample(&[2.0, 1.5, -1.0]), 1, "2.0 / 2 = 1.0 < 1.5");
+        let penalized = Sampler::penalized(
+            &rep,
+            &s.generated,
+            &s.prompt,
+            &[2.0, 1.5, -1.0],
+            &mut Vec::new(),
+        )
+        .to_vec();
+        assert_eq!(
+            penalized,
+            [1.0, 0.75, -2.0],
+            "each seen token penalised once"
+        );
+        // Verification of drafts sees the same penalised logits and counts.
+        let mut a = Sampler::new(
+            greedy(Penalties {
+                presence: 1.0,
+                ..Penalties::NONE
+            }),
+            &[],
+        );
+        assert_eq!(a.verify(&logits, 0), (0, true));
+        assert_eq!(a.verify(&logits, 0), (1, false));
+        let mut p = SamplingParams::greedy();
+        p.penalties.frequency = 2.5;
+        assert!(p.validate().is_err());
+        p.penalties = Penalties {
+            repetition: 0.0,
+            ..Penalties::NONE
+        };
+        assert!(p.validate().is_err());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct GgufTokenizerSpec {
     pub eos: Option<u32>,
     /// Whether prompts start with BOS.
     pub add_bos: bool,
+    /// `tokenizer.chat_template`: the model's chat format (Jinja), when the file has one.
+    pub chat_template: Option<String>,
 }
 
 /// A model's tokenizer: encoding without special-token parsing, byte-exact decoding.
@@ -59,6 +61,10 @@ pub struct Tokenizer {
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
+    chat_template: Option<String>,
+    /// Control tokens' texts (`<|im_start|>`, …), longest first: what a chat template's
+    /// own text may contain.
+    controls: Vec<(String, u32)>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -190,12 +196,12 @@ impl Tokenizer {
         )?));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let inverse = byte_level_inverse();
-        let token_bytes = spec
+        let token_bytes: Vec<Vec<u8>> = spec
             .tokens
             .iter()
             .map(|t| byte_level_bytes(t, &inverse))
             .collect();
-        let kinds = (0..spec.tokens.len())
+        let kinds: Vec<TokenKind> = (0..spec.tokens.len())
             .map(|i| match spec.token_types.get(i) {
                 Some(3) => TokenKind::Control,
                 _ => TokenKind::Normal,
@@ -207,6 +213,7 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
+        let controls = controls(&kinds, &token_bytes);
         Ok(Self {
             inner,
             token_bytes,
@@ -215,6 +222,8 @@ impl Tokenizer {
             bos: spec.bos,
             eos: spec.eos,
             add_bos: spec.add_bos,
+            chat_template: spec.chat_template.clone(),
+            controls,
         })
     }
 
@@ -270,6 +279,17 @@ impl Tokenizer {
             .get("add_bos_token")
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
+        // A string, or a list of named templates of which `default` is the chat one.
+        let chat_template = match config.get("chat_template") {
+            Some(serde_json::Value::String(t)) => Some(t.clone()),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str())
+                .map(str::to_string),
+            _ => None,
+        };
+        let controls = controls(&kinds, &token_bytes);
         Ok(Self {
             inner,
             token_bytes,
@@ -278,6 +298,8 @@ impl Tokenizer {
             bos,
             eos,
             add_bos,
+            chat_template,
+            controls,
         })
     }
 
@@ -293,6 +315,13 @@ impl Tokenizer {
         }
         let enc = self.inner.encode_fast(text, false).map_err(tok_err)?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// How many tokens `text` takes in a prompt. Text the tokenizer cannot encode counts
+    /// as one token per byte: an upper bound, so budgets computed with it are never
+    /// exceeded.
+    pub fn count(&self, text: &str) -> usize {
+        self.encode(text).map(|t| t.len()).unwrap_or(text.len())
     }
 
     /// The raw bytes a token stands for.
@@ -336,6 +365,39 @@ impl Tokenizer {
     pub fn add_bos(&self) -> bool {
         self.add_bos
     }
+
+    /// The model's chat template (Jinja), when its files carry one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// The first control token written out in `text` (`<|im_start|>` in a chat
+    /// template's text): its byte offset, length and id. Only for text the model's own
+    /// files wrote, never for a client's.
+    pub fn find_control(&self, text: &str) -> Option<(usize, usize, u32)> {
+        text.char_indices().find_map(|(i, _)| {
+            self.controls
+                .iter()
+                .find(|(s, _)| text[i..].starts_with(s.as_str()))
+                .map(|(s, id)| (i, s.len(), *id))
+        })
+    }
+}
+
+/// The control tokens' texts with their ids, longest first (so that the longest
+/// matches when one is a prefix of another).
+fn controls(kinds: &[TokenKind], token_bytes: &[Vec<u8>]) -> Vec<(String, u32)> {
+    let mut list: Vec<(String, u32)> = kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| matches!(k, TokenKind::Control))
+        .filter_map(|(id, _)| {
+            let text = std::str::from_utf8(token_bytes.get(id)?).ok()?;
+            (!text.is_empty()).then(|| (text.to_string(), id as u32))
+        })
+        .collect();
+    list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+    list
 }
 
 /// Turns a stream of token ids into text, holding back incomplete UTF-8 sequences.

@@ -116,3 +116,91 @@ fn repository_level_prompt_layout() {
     want.extend(m.completion_prompt("import util\n", "\n").expect("fim"));
     assert_eq!(ids, want);
 }
+
+#[test]
+fn chat_prompts_follow_the_models_own_template_as_rendered_by_jinja2_and_llama_cpp() {
+    common::assert_chat_prompts_match(model(), "qwen2");
+}
+
+/// Scoring (`engine::scoring`) is the log-softmax of the logits checked against llama.cpp
+/// above, whether the text goes through in one pass or in small chunks over the cache.
+/// The last row of every chunk takes the one-token attention path (as generation does),
+/// the reference rows the matrix path, and chunks of up to 16 rows attend with a mask
+/// instead of the one-pass softmax: single positions differ by float rounding, up to
+/// ~0.17 nat here (the logits themselves differ from llama.cpp's by up to ~0.5), the mean
+/// over a text by less than 0.02 — and the mean is what review compares.
+#[test]
+fn scores_are_the_log_softmax_of_the_reference_checked_logits() {
+    let fx = fixture();
+    for p in fx["prompts"].as_array().expect("prompts").iter().take(3) {
+        let prompt = ids(&p["prompt_ids"]);
+        let logits = common::prompt_logits(model(), &prompt);
+        let expected: Vec<f64> = logits
+            .iter()
+            .zip(&prompt[1..])
+            .map(|(row, &next)| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+                row[next as usize] as f64 - max - sum.ln()
+            })
+            .collect();
+        for chunk in [256, 64, 16, 7] {
+            let ours = engine::scoring::continuation_logprobs_chunked(
+                model(),
+                &prompt[..1],
+                &prompt[1..],
+                chunk,
+            )
+            .expect("scores");
+            assert_eq!(ours.len(), expected.len());
+            let mean = |v: &mut dyn Iterator<Item = f64>| {
+                let v: Vec<f64> = v.collect();
+                v.iter().sum::<f64>() / v.len() as f64
+            };
+            let (ours_mean, expected_mean) = (
+                mean(&mut ours.iter().map(|&a| a as f64)),
+                mean(&mut expected.iter().copied()),
+            );
+            assert!(
+                (ours_mean - expected_mean).abs() < 0.02,
+                "{} chunks of {chunk}: mean {ours_mean} vs {expected_mean}",
+                p["name"]
+            );
+            for (i, (a, b)) in ours.iter().zip(&expected).enumerate() {
+                assert!(
+                    (*a as f64 - b).abs() < 0.25,
+                    "{} position {i}, chunks of {chunk}: {a} vs {b}",
+                    p["name"]
+                );
+            }
+        }
+    }
+}
+
+/// A code model finds the correct line more likely than the same line with a slip.
+#[test]
+fn infill_scores_prefer_the_intended_code_to_a_slip() {
+    let cases = [
+        (
+            "def last(items):\n    return items[",
+            "len(items) - 1]",
+            "len(items)]",
+            "\n\n\ndef first(items):\n    return items[0]\n",
+        ),
+        (
+            "def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x ",
+            "> hi:",
+            "< hi:",
+            "\n        return hi\n    return x\n",
+        ),
+    ];
+    for (prefix, intended, slip, suffix) in cases {
+        let good = engine::scoring::infill_score(model(), prefix, intended, suffix).expect("score");
+        let bad = engine::scoring::infill_score(model(), prefix, slip, suffix).expect("score");
+        assert!(good.tokens > 0 && bad.tokens > 0);
+        assert!(
+            good.mean_logprob > bad.mean_logprob,
+            "{intended:?} {good:?} vs {slip:?} {bad:?}"
+        );
+    }
+}

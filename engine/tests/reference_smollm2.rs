@@ -299,3 +299,8 @@ fn draft_models_are_checked() {
     let err = engine.generate(req).expect_err("no draft model");
     assert!(err.to_string().contains("draft model"), "{err}");
 }
+
+#[test]
+fn chat_prompts_follow_the_models_own_template_as_rendered_by_jinja2_and_llama_cpp() {
+    common::assert_chat_prompts_match(model(), "smollm2");
+}

@@ -179,6 +179,7 @@ fn seeded_sampling_is_reproducible() {
             top_k: 50,
             top_p: 0.95,
             seed,
+            penalties: engine::Penalties::NONE,
         };
         engine.generate(req).expect("generate").tokens
     };
@@ -360,6 +361,7 @@ fn sampling_distribution_is_kept(engine: &Engine, speculation: engine::Speculati
                 top_k: 3,
                 top_p: 1.0,
                 seed: seed * 2 + u64::from(spec),
+                penalties: engine::Penalties::NONE,
             };
             req.speculation = if spec {
                 speculation
@@ -385,4 +387,79 @@ fn sampling_distribution_is_kept(engine: &Engine, speculation: engine::Speculati
         .sum::<f64>()
         / 2.0;
     assert!(tv < 0.15, "distributions differ: total variation {tv:.3}");
+}
+
+#[test]
+fn kv_cache_bytes_count_running_sequences_and_return_to_zero() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let model = tiny();
+    let engine = Engine::start(model.clone(), SchedulerConfig::default()).expect("engine");
+    let per_token = engine::footprint::ModelShape::of(&model).kv_bytes_per_token();
+    let seen = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = prompts(&model)
+        .into_iter()
+        .map(|p| {
+            let (engine, seen) = (engine.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let watcher = engine.clone();
+                engine
+                    .submit(
+                        GenerationRequest::greedy(p, 16),
+                        Box::new(move |e| {
+                            // Runs on the engine thread, after each pass.
+                            let now = watcher.counters().kv_cache_bytes.load(Ordering::Relaxed);
+                            seen.fetch_max(now, Ordering::Relaxed);
+                            tx.send(e).is_ok()
+                        }),
+                    )
+                    .expect("submit");
+                rx.into_iter()
+                    .any(|e| matches!(e, GenerationEvent::Finished(_)))
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().expect("thread"), "every generation finishes");
+    }
+    // While they ran, each held at least one 256-position step of the cache.
+    assert!(seen.load(Ordering::Relaxed) >= 256 * per_token);
+    // Each finished sequence was taken off the count before its caller heard so.
+    assert_eq!(engine.counters().kv_cache_bytes.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn penalties_change_greedy_output_and_speculation_keeps_it() {
+    // Repetitive prompts: plain greedy decoding repeats them, a frequency penalty
+    // must steer away, and drafting (which proposes the repetition) must give exactly
+    // the penalised output.
+    let model = tiny();
+    let engine = Engine::start(model.clone(), SchedulerConfig::default()).expect("engine");
+    // Mild penalties: the output still repeats enough for prompt lookup to draft.
+    let penalties = engine::Penalties {
+        presence: 0.2,
+        frequency: 0.3,
+        repetition: 1.1,
+    };
+    let mut changed = 0;
+    let mut drafted = 0;
+    for prompt in repetitive_prompts(&model) {
+        let run = |penalties, speculation| {
+            let mut req = GenerationRequest::greedy(prompt.clone(), 24);
+            req.sampling.penalties = penalties;
+            req.speculation = speculation;
+            engine.generate(req).expect("generate")
+        };
+        let plain = run(engine::Penalties::NONE, engine::Speculation::Off);
+        let penalised = run(penalties, engine::Speculation::Off);
+        let drafted_run = run(penalties, engine::Speculation::NgramFixed { draft: 4 });
+        assert_eq!(drafted_run.tokens, penalised.tokens);
+        drafted += drafted_run.stats.drafted_tokens;
+        changed += usize::from(plain.tokens != penalised.tokens);
+    }
+    assert!(changed > 0, "the penalties changed no output");
+    assert!(
+        drafted > 0,
+        "no drafts were made: the test would prove nothing"
+    );
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::sync::SyncReport;
+use crate::report::SyncReport;
 
 /// Something that happened during a sync.
 #[derive(Debug, Clone, Serialize)]

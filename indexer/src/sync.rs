@@ -8,8 +8,14 @@
 //! atomic in tantivy, and the per-file state lives in the same commit as
 //! the file's documents, so a sync killed at any point leaves an index that
 //! opens, answers queries, and is completed by the next sync.
+//!
+//! [`Indexer::sync_repo`] runs the stages of one repository's sync
+//! (`RepoSync`), each handing a typed value to the next: open and walk
+//! (`Resolved`/`Walked`), diff against the index (`Plan`), write and
+//! commit (`Written`), report ([`SyncReport`]) and record it in the
+//! manifest.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 use git2::{ErrorCode, Repository};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use tantivy::IndexWriter;
 
 use crate::docs::{
     Processed, STATUS_NON_UTF8, STATUS_PARSE_TIMEOUT, Source, is_indexed_status, process_file,
@@ -30,6 +37,7 @@ use crate::manifest::{
 };
 use crate::parse::ParseConfig;
 use crate::progress::{ProgressEvent, ProgressSink, Tracker};
+use crate::report::SyncReport;
 use crate::store::{FileState, Store};
 use crate::walk::{FileEntry, WalkOutput, walk_tree, walk_worktree};
 
@@ -74,39 +82,6 @@ pub struct RepoSpec {
     pub git_ref: Option<String>,
     /// Index the working tree instead of a ref.
     pub working_tree: bool,
-}
-
-/// The outcome of syncing one repository.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SyncReport {
-    /// Repository name.
-    pub repo: String,
-    /// Commit indexed (`None` for a working tree or an empty repository).
-    pub commit: Option<String>,
-    /// Nothing had changed since the last sync: no file was looked at.
-    pub up_to_date: bool,
-    /// Candidate files in the tree.
-    pub files_total: u64,
-    /// Files read and (re)indexed or skipped by content in this sync.
-    pub files_processed: u64,
-    /// Files whose documents were removed because they are gone.
-    pub files_deleted: u64,
-    /// Files left as they were.
-    pub files_unchanged: u64,
-    /// Bytes read in this sync.
-    pub bytes_processed: u64,
-    /// Wall time of the sync.
-    pub elapsed_secs: f64,
-    /// `files_processed` per second.
-    pub files_per_sec: f64,
-    /// Megabytes (10^6) read per second.
-    pub mb_per_sec: f64,
-    /// What the index holds for the repository now.
-    pub stats: RepoStats,
-    /// Warnings (at most [`MAX_WARNINGS`] are kept).
-    pub warnings: Vec<String>,
-    /// Number of warnings, including those not kept.
-    pub warning_count: u64,
 }
 
 /// The writing side of an index. Holds the index's writer lock for its
@@ -156,6 +131,8 @@ fn resolve<'r>(repo: &'r Repository, record: &RepoRecord) -> Result<Option<git2:
     Ok(Some(commit))
 }
 
+/// Warnings of one sync: the first [`MAX_WARNINGS`] kept, all counted.
+#[derive(Default)]
 struct Warnings {
     kept: Vec<String>,
     count: u64,
@@ -168,6 +145,122 @@ impl Warnings {
             self.kept.push(message);
         }
     }
+}
+
+/// How the first stage of a sync (open the repository, resolve the ref,
+/// walk the tree) ended.
+enum Resolved {
+    /// The ref still names the commit of the last completed sync, which is
+    /// given: nothing to do.
+    UpToDate(SyncRecord),
+    /// The tree was walked; the sync goes on with it.
+    Walk(Box<Walked>),
+}
+
+/// A repository whose tree was walked: what the later stages of a sync
+/// work on. The repository itself is closed again.
+struct Walked {
+    /// The repository's record as the sync found it.
+    record: RepoRecord,
+    /// The commit indexed (`None` for a working tree or an empty repository).
+    commit: Option<String>,
+    /// Root of the working tree, when that is what is indexed (file
+    /// contents are then read from disk instead of from blobs).
+    workdir: Option<PathBuf>,
+    /// The candidate files, what was skipped, and the walk's warnings.
+    walk: WalkOutput,
+    /// Warnings of the sync so far.
+    warnings: Warnings,
+}
+
+/// The diff of a walked tree against the per-file state in the index.
+struct Plan<'w> {
+    /// The per-file state recorded in the index, by path.
+    states: HashMap<String, FileState>,
+    /// Paths indexed before and no longer in the tree.
+    deleted: Vec<String>,
+    /// New files, and files whose blob id differs from the recorded one.
+    to_process: Vec<&'w FileEntry>,
+}
+
+impl<'w> Plan<'w> {
+    /// Compares the files of a tree with the recorded `states`.
+    fn diff(states: HashMap<String, FileState>, files: &'w [FileEntry]) -> Plan<'w> {
+        let present: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let deleted: Vec<String> = states
+            .keys()
+            .filter(|p| !present.contains(p.as_str()))
+            .cloned()
+            .collect();
+        let to_process: Vec<&FileEntry> = files
+            .iter()
+            .filter(|f| {
+                states
+                    .get(&f.path)
+                    .is_none_or(|s| s.blob != f.oid.to_string())
+            })
+            .collect();
+        Plan {
+            states,
+            deleted,
+            to_process,
+        }
+    }
+}
+
+/// What one processed file left once its documents went to the writer.
+struct FileOutcome {
+    /// Path in the repository.
+    path: String,
+    /// The file's new state (also in its `file` document).
+    state: FileState,
+    /// Why the file was not handled as usual, if it was not.
+    warning: Option<String>,
+}
+
+/// What the write stage of a sync did, committed to the index.
+struct Written {
+    /// The per-file state after the sync, by path.
+    states: HashMap<String, FileState>,
+    /// Files read and (re)indexed or skipped by content.
+    files_processed: u64,
+    /// Files whose documents were deleted because they are gone.
+    files_deleted: u64,
+    /// Bytes read from the files that were indexed.
+    bytes_processed: u64,
+    /// Warnings of the processed files, in the order they were committed.
+    warnings: Vec<String>,
+}
+
+impl Written {
+    /// Takes in the outcomes of a committed batch.
+    fn absorb(&mut self, outcomes: Vec<FileOutcome>) {
+        for FileOutcome {
+            path,
+            state,
+            warning,
+        } in outcomes
+        {
+            if is_indexed_status(&state.status) {
+                self.bytes_processed += state.bytes;
+            }
+            if let Some(message) = warning {
+                self.warnings.push(message);
+            }
+            self.states.insert(path, state);
+        }
+    }
+}
+
+/// One repository's sync: the indexer, the repository's name and where
+/// progress goes. Each stage is a method; [`RepoSync::run`] chains them.
+struct RepoSync<'a> {
+    /// The writing side doing the sync.
+    indexer: &'a Indexer,
+    /// Name of the repository being synced.
+    name: &'a str,
+    /// Where events go.
+    progress: &'a dyn ProgressSink,
 }
 
 impl Indexer {
@@ -302,213 +395,296 @@ impl Indexer {
         Ok(out)
     }
 
-    /// Syncs one repository.
+    /// Syncs one repository: opens it and walks its tree, diffs the files
+    /// against the index, writes the changes, and records the result.
     pub fn sync_repo(&mut self, name: &str, progress: &dyn ProgressSink) -> Result<SyncReport> {
         let started = Instant::now();
-        let manifest = Manifest::load(&self.dir)?;
-        let record = manifest
-            .repo(name)
-            .cloned()
-            .ok_or_else(|| IndexError::UnknownRepo(name.to_string()))?;
-        let repo = open_repo(&record.path)?;
-        let mut warnings = Warnings {
-            kept: Vec::new(),
-            count: 0,
+        RepoSync {
+            indexer: self,
+            name,
+            progress,
+        }
+        .run(started)
+    }
+}
+
+impl RepoSync<'_> {
+    /// Runs every stage of the sync; `started` is when it was asked for.
+    fn run(&self, started: Instant) -> Result<SyncReport> {
+        let report = match self.open_and_walk()? {
+            Resolved::UpToDate(last) => up_to_date_report(self.name, &last, started.elapsed()),
+            Resolved::Walk(walked) => {
+                let mut walked = *walked;
+                self.forward_walk_warnings(&mut walked);
+                let plan = self.plan(&walked.walk)?;
+                self.mark_in_progress(walked.commit.as_deref())?;
+                let written = self.write(&walked, plan)?;
+                let report = self.report(walked, written, started.elapsed());
+                self.record(&report)?;
+                report
+            }
         };
-        let (walk, commit) = if record.working_tree {
+        self.progress
+            .event(&ProgressEvent::Finished(Box::new(report.clone())));
+        Ok(report)
+    }
+
+    /// Stage 1: opens the repository, resolves its ref (or takes its
+    /// working tree) and walks the tree; stops early when the ref is at the
+    /// commit of the last completed sync.
+    fn open_and_walk(&self) -> Result<Resolved> {
+        let record = Manifest::load(&self.indexer.dir)?
+            .repo(self.name)
+            .cloned()
+            .ok_or_else(|| IndexError::UnknownRepo(self.name.to_string()))?;
+        let repo = open_repo(&record.path)?;
+        let mut warnings = Warnings::default();
+        if record.working_tree {
             let Some(workdir) = repo.workdir() else {
                 return Err(IndexError::NotAGitRepository {
                     path: record.path.clone(),
                     message: "a bare repository has no working tree to index".to_string(),
                 });
             };
-            (walk_worktree(workdir), None)
-        } else {
-            match resolve(&repo, &record)? {
-                Some(commit) => {
-                    let id = commit.id().to_string();
-                    if let Some(last) = &record.last_sync
-                        && last.commit.as_deref() == Some(id.as_str())
-                        && record.sync_in_progress.is_none()
-                    {
-                        let report = up_to_date_report(name, last, started.elapsed());
-                        progress.event(&ProgressEvent::Finished(Box::new(report.clone())));
-                        return Ok(report);
-                    }
-                    (walk_tree(&repo, commit.tree_id())?, Some(id))
+            let workdir = workdir.to_path_buf();
+            return Ok(Resolved::Walk(Box::new(Walked {
+                walk: walk_worktree(&workdir),
+                workdir: Some(workdir),
+                commit: None,
+                record,
+                warnings,
+            })));
+        }
+        let (walk, commit) = match resolve(&repo, &record)? {
+            Some(commit) => {
+                let id = commit.id().to_string();
+                if let Some(last) = &record.last_sync
+                    && last.commit.as_deref() == Some(id.as_str())
+                    && record.sync_in_progress.is_none()
+                {
+                    return Ok(Resolved::UpToDate(last.clone()));
                 }
-                None => {
-                    warnings.push(format!(
-                        "{}: repository has no commits yet; nothing to index",
-                        record.path.display()
-                    ));
-                    (WalkOutput::default(), None)
-                }
+                (walk_tree(&repo, commit.tree_id())?, Some(id))
+            }
+            None => {
+                warnings.push(format!(
+                    "{}: repository has no commits yet; nothing to index",
+                    record.path.display()
+                ));
+                (WalkOutput::default(), None)
             }
         };
-        drop(repo);
-        for w in &walk.warnings {
-            progress.event(&ProgressEvent::Warning {
-                repo: name.to_string(),
-                message: w.clone(),
+        Ok(Resolved::Walk(Box::new(Walked {
+            record,
+            commit,
+            workdir: None,
+            walk,
+            warnings,
+        })))
+    }
+
+    /// Sends the walk's warnings as events and keeps them for the report.
+    fn forward_walk_warnings(&self, walked: &mut Walked) {
+        for message in &walked.walk.warnings {
+            self.progress.event(&ProgressEvent::Warning {
+                repo: self.name.to_string(),
+                message: message.clone(),
+            });
+            walked.warnings.push(message.clone());
+        }
+    }
+
+    /// Stage 2: diffs the walked files against the blob ids recorded in the
+    /// index, and announces the sync with the numbers.
+    fn plan<'w>(&self, walk: &'w WalkOutput) -> Result<Plan<'w>> {
+        let states = self.indexer.index.store().load_file_states(self.name)?;
+        let plan = Plan::diff(states, &walk.files);
+        self.progress.event(&ProgressEvent::Started {
+            repo: self.name.to_string(),
+            total_files: walk.files.len() as u64,
+            to_process: plan.to_process.len() as u64,
+            to_delete: plan.deleted.len() as u64,
+        });
+        Ok(plan)
+    }
+
+    /// Records in the manifest that this process is syncing the repository
+    /// (left behind, it tells that a sync was interrupted).
+    fn mark_in_progress(&self, commit: Option<&str>) -> Result<()> {
+        let mut manifest = Manifest::load(&self.indexer.dir)?;
+        if let Some(r) = manifest.repo_mut(self.name) {
+            r.sync_in_progress = Some(InProgress {
+                pid: std::process::id(),
+                started_at: now_secs(),
+                commit: commit.map(str::to_string),
             });
         }
-        for w in walk.warnings.iter().cloned() {
-            warnings.push(w);
-        }
+        manifest.store(&self.indexer.dir)
+    }
 
-        let store = self.index.store();
-        let mut states = store.load_file_states(name)?;
-        let present: HashSet<&str> = walk.files.iter().map(|f| f.path.as_str()).collect();
-        let deleted: Vec<String> = states
-            .keys()
-            .filter(|p| !present.contains(p.as_str()))
-            .cloned()
-            .collect();
-        let to_process: Vec<&FileEntry> = walk
-            .files
-            .iter()
-            .filter(|f| {
-                states
-                    .get(&f.path)
-                    .is_none_or(|s| s.blob != f.oid.to_string())
-            })
-            .collect();
-        let files_total = walk.files.len() as u64;
-        let files_unchanged = files_total - to_process.len() as u64;
-        progress.event(&ProgressEvent::Started {
-            repo: name.to_string(),
-            total_files: files_total,
-            to_process: to_process.len() as u64,
-            to_delete: deleted.len() as u64,
-        });
-
-        {
-            let mut manifest = Manifest::load(&self.dir)?;
-            if let Some(r) = manifest.repo_mut(name) {
-                r.sync_in_progress = Some(InProgress {
-                    pid: std::process::id(),
-                    started_at: now_secs(),
-                    commit: commit.clone(),
-                });
-            }
-            manifest.store(&self.dir)?;
-        }
-
-        let fields = store.fields.clone();
-        let mut writer =
-            store.writer(self.config.writer_threads, self.config.writer_memory_bytes)?;
+    /// Stage 3: deletes the documents of deleted files and indexes the new
+    /// and changed ones batch by batch, committing after each batch (the
+    /// per-file state is committed with the documents).
+    fn write(&self, walked: &Walked, plan: Plan<'_>) -> Result<Written> {
+        let Plan {
+            mut states,
+            deleted,
+            to_process,
+        } = plan;
+        let config = &self.indexer.config;
+        let store = self.indexer.index.store();
+        let mut writer = store.writer(config.writer_threads, config.writer_memory_bytes)?;
         for path in &deleted {
-            writer.delete_term(fields.file_key_term(name, path));
+            writer.delete_term(store.fields.file_key_term(self.name, path));
             states.remove(path);
         }
-        let tracker = Tracker::new(name, to_process.len() as u64, progress);
-        let working_tree = if record.working_tree {
-            // Checked above: a working-tree repository has a workdir.
-            Repository::open(&record.path)
-                .ok()
-                .and_then(|r| r.workdir().map(Path::to_path_buf))
-        } else {
-            None
+        let tracker = Tracker::new(self.name, to_process.len() as u64, self.progress);
+        let mut written = Written {
+            states,
+            files_processed: to_process.len() as u64,
+            files_deleted: deleted.len() as u64,
+            bytes_processed: 0,
+            warnings: Vec::new(),
         };
-        let error: Mutex<Option<IndexError>> = Mutex::new(None);
-        let mut bytes_processed = 0u64;
-        let parse_cfg = self.config.parse;
-        let max_bytes = self.config.max_file_bytes;
-        let commit_every = self.config.commit_every.max(1);
         let mut committed_any = false;
-        for batch in to_process.chunks(commit_every) {
-            let writer_ref = &writer;
-            let processed: Vec<(String, FileState, Option<String>)> = self.pool.install(|| {
-                batch
-                    .par_iter()
-                    .map_init(
-                        || Source::open(&record.path, working_tree.as_deref()),
-                        |source, entry| {
-                            let Processed {
-                                path,
-                                state,
-                                warning,
-                                docs,
-                            } = process_file(source, entry, name, &fields, &parse_cfg, max_bytes);
-                            writer_ref.delete_term(fields.file_key_term(name, &path));
-                            for doc in docs {
-                                if let Err(e) = writer_ref.add_document(doc) {
-                                    if let Ok(mut slot) = error.lock() {
-                                        slot.get_or_insert(IndexError::Search(e));
-                                    }
-                                    break;
-                                }
-                            }
-                            if let Some(message) = &warning {
-                                progress.event(&ProgressEvent::Warning {
-                                    repo: name.to_string(),
-                                    message: message.clone(),
-                                });
-                            }
-                            tracker.file_done(state.bytes);
-                            (path, state, warning)
-                        },
-                    )
-                    .collect()
-            });
-            if let Some(e) = error.lock().ok().and_then(|mut slot| slot.take()) {
-                return Err(e);
-            }
+        for batch in to_process.chunks(config.commit_every.max(1)) {
+            let outcomes = self.index_batch(walked, batch, &writer, &tracker)?;
             writer.commit()?;
             committed_any = true;
-            progress.event(&ProgressEvent::Committed {
-                repo: name.to_string(),
+            self.progress.event(&ProgressEvent::Committed {
+                repo: self.name.to_string(),
                 done: tracker.done(),
             });
-            for (path, state, warning) in processed {
-                if is_indexed_status(&state.status) {
-                    bytes_processed += state.bytes;
-                }
-                if let Some(message) = warning {
-                    warnings.push(message);
-                }
-                states.insert(path, state);
-            }
+            written.absorb(outcomes);
         }
         if !committed_any && !deleted.is_empty() {
             writer.commit()?;
         }
         writer.wait_merging_threads()?;
-        self.index.reload()?;
+        self.indexer.index.reload()?;
+        Ok(written)
+    }
 
-        let stats = compute_stats(states.values(), &walk);
-        let elapsed = started.elapsed();
-        let secs = elapsed.as_secs_f64().max(1e-9);
-        let report = SyncReport {
-            repo: name.to_string(),
-            commit: commit.clone(),
-            up_to_date: false,
-            files_total,
-            files_processed: to_process.len() as u64,
-            files_deleted: deleted.len() as u64,
-            files_unchanged,
-            bytes_processed,
-            elapsed_secs: elapsed.as_secs_f64(),
-            files_per_sec: to_process.len() as f64 / secs,
-            mb_per_sec: bytes_processed as f64 / 1e6 / secs,
-            stats: stats.clone(),
-            warnings: warnings.kept.clone(),
-            warning_count: warnings.count,
-        };
-        let mut manifest = Manifest::load(&self.dir)?;
-        if let Some(r) = manifest.repo_mut(name) {
-            r.sync_in_progress = None;
-            r.last_sync = Some(SyncRecord {
-                commit,
-                finished_at: now_secs(),
-                stats,
-                warnings: warnings.kept,
+    /// Parses one batch on the indexer's pool, each worker reading contents
+    /// through its own [`Source`], and hands the documents to `writer`
+    /// (uncommitted). Fails with the first error the writer gave.
+    fn index_batch(
+        &self,
+        walked: &Walked,
+        batch: &[&FileEntry],
+        writer: &IndexWriter,
+        tracker: &Tracker<'_>,
+    ) -> Result<Vec<FileOutcome>> {
+        let error: Mutex<Option<IndexError>> = Mutex::new(None);
+        let outcomes = self.indexer.pool.install(|| {
+            batch
+                .par_iter()
+                .map_init(
+                    || Source::open(&walked.record.path, walked.workdir.as_deref()),
+                    |source, entry| self.index_file(source, entry, writer, tracker, &error),
+                )
+                .collect()
+        });
+        match error.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+
+    /// Turns one file into documents and hands them to `writer` in place of
+    /// the file's old ones; a writer error goes into `error`.
+    fn index_file(
+        &self,
+        source: &Source,
+        entry: &FileEntry,
+        writer: &IndexWriter,
+        tracker: &Tracker<'_>,
+        error: &Mutex<Option<IndexError>>,
+    ) -> FileOutcome {
+        let config = &self.indexer.config;
+        let fields = &self.indexer.index.store().fields;
+        let Processed {
+            path,
+            state,
+            warning,
+            docs,
+        } = process_file(
+            source,
+            entry,
+            self.name,
+            fields,
+            &config.parse,
+            config.max_file_bytes,
+        );
+        writer.delete_term(fields.file_key_term(self.name, &path));
+        for doc in docs {
+            if let Err(e) = writer.add_document(doc) {
+                if let Ok(mut slot) = error.lock() {
+                    slot.get_or_insert(IndexError::Search(e));
+                }
+                break;
+            }
+        }
+        if let Some(message) = &warning {
+            self.progress.event(&ProgressEvent::Warning {
+                repo: self.name.to_string(),
+                message: message.clone(),
             });
         }
-        manifest.store(&self.dir)?;
-        progress.event(&ProgressEvent::Finished(Box::new(report.clone())));
-        Ok(report)
+        tracker.file_done(state.bytes);
+        FileOutcome {
+            path,
+            state,
+            warning,
+        }
+    }
+
+    /// Stage 4: the report of a sync whose changes are committed.
+    fn report(&self, walked: Walked, written: Written, elapsed: Duration) -> SyncReport {
+        let Walked {
+            commit,
+            walk,
+            mut warnings,
+            ..
+        } = walked;
+        for message in written.warnings {
+            warnings.push(message);
+        }
+        let stats = compute_stats(written.states.values(), &walk);
+        let files_total = walk.files.len() as u64;
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        SyncReport {
+            repo: self.name.to_string(),
+            commit,
+            up_to_date: false,
+            files_total,
+            files_processed: written.files_processed,
+            files_deleted: written.files_deleted,
+            files_unchanged: files_total - written.files_processed,
+            bytes_processed: written.bytes_processed,
+            elapsed_secs: elapsed.as_secs_f64(),
+            files_per_sec: written.files_processed as f64 / secs,
+            mb_per_sec: written.bytes_processed as f64 / 1e6 / secs,
+            stats,
+            warnings: warnings.kept,
+            warning_count: warnings.count,
+        }
+    }
+
+    /// Stage 5: records the finished sync in the manifest (after the
+    /// commits it describes) and clears the in-progress mark.
+    fn record(&self, report: &SyncReport) -> Result<()> {
+        let mut manifest = Manifest::load(&self.indexer.dir)?;
+        if let Some(r) = manifest.repo_mut(self.name) {
+            r.sync_in_progress = None;
+            r.last_sync = Some(SyncRecord {
+                commit: report.commit.clone(),
+                finished_at: now_secs(),
+                stats: report.stats.clone(),
+                warnings: report.warnings.clone(),
+            });
+        }
+        manifest.store(&self.indexer.dir)
     }
 }
 

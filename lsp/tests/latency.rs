@@ -46,7 +46,7 @@ fn summary(label: &str, values: &mut [f64]) {
 #[test]
 #[ignore = "measurement: run with --ignored --nocapture"]
 fn keystroke_to_inline_completion_latency() {
-    let server = common::server();
+    let server = e2e::local_server();
     let debounce_ms = std::env::var("SOUFFLEUR_BENCH_DEBOUNCE_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

@@ -16,7 +16,7 @@ fn nvim() -> PathBuf {
     if let Some(p) = std::env::var_os("SOUFFLEUR_NVIM") {
         return PathBuf::from(p);
     }
-    let venv = common::workspace_root().join(".venv-e2e/bin/nvim");
+    let venv = e2e::workspace_root().join(".venv-e2e/bin/nvim");
     if venv.is_file() {
         return venv;
     }
@@ -101,7 +101,7 @@ end
 #[test]
 fn neovim_shows_the_servers_completion() {
     let nvim = nvim();
-    let server = common::server();
+    let server = e2e::local_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("fib.py");
     std::fs::write(&file, common::FIBONACCI).expect("write source");
@@ -156,7 +156,7 @@ fn neovim_shows_the_servers_completion() {
 
     // What the server answers to the request the adapter makes for this file.
     let (prefix, suffix) = common::FIBONACCI.split_at(common::FIBONACCI.len() - 1);
-    let direct = common::http_post(
+    let direct = e2e::post_json(
         &format!("{}/v1/completions", server.url),
         &json!({"language": "python", "segments": {"prefix": prefix, "suffix": suffix,
                 "filepath": file.display().to_string()}}),

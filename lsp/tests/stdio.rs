@@ -41,7 +41,7 @@ fn metric(metrics: &str, name: &str) -> u64 {
 
 #[test]
 fn completes_a_real_file_with_the_real_server() {
-    let server = common::server();
+    let server = e2e::local_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_file(dir.path(), "fib.py", common::FIBONACCI);
     let mut lsp = LspClient::start(&[]);
@@ -77,7 +77,7 @@ fn completes_a_real_file_with_the_real_server() {
 
     // The same text is what the server answers to the same request sent directly.
     let (prefix, suffix) = common::FIBONACCI.split_at(common::FIBONACCI.len() - 1);
-    let direct = common::http_post(
+    let direct = e2e::post_json(
         &format!("{}/v1/completions", server.url),
         &json!({"language": "python", "segments": {"prefix": prefix, "suffix": suffix,
                 "filepath": path.display().to_string()}}),
@@ -131,7 +131,7 @@ fn completes_a_real_file_with_the_real_server() {
     // Acceptance reaches the server's event counters.
     let metrics_url = format!("{}/metrics", server.url);
     let before = metric(
-        &common::http_get(&metrics_url),
+        &e2e::get_text(&metrics_url),
         "souffleur_completion_events_total{type=\"select\"}",
     );
     lsp.notify(
@@ -145,7 +145,7 @@ fn completes_a_real_file_with_the_real_server() {
     assert_eq!(result, Value::Null);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = common::http_get(&metrics_url);
+        let metrics = e2e::get_text(&metrics_url);
         if metric(
             &metrics,
             "souffleur_completion_events_total{type=\"select\"}",
@@ -170,7 +170,7 @@ fn a_down_server_is_reported_once_and_completions_are_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_file(dir.path(), "fib.py", common::FIBONACCI);
     let mut lsp = LspClient::start(&[]);
-    lsp.initialize(json!({"url": common::closed_port_url(), "debounceMs": 0}));
+    lsp.initialize(json!({"url": e2e::closed_port_url(), "debounceMs": 0}));
     let uri = lsp.open(&path, "python");
     for round in 0..3u32 {
         lsp.insert(&uri, i64::from(round) + 2, 9, 14, "x");
@@ -199,7 +199,7 @@ fn a_client_with_inline_completion_gets_no_completion_items() {
     let mut lsp = LspClient::start(&[]);
     let capabilities = lsp.initialize_with(
         json!({"textDocument": {"inlineCompletion": {"dynamicRegistration": false}}}),
-        json!({"url": common::closed_port_url()}),
+        json!({"url": e2e::closed_port_url()}),
     );
     assert_eq!(capabilities["inlineCompletionProvider"], true);
     assert!(
@@ -321,7 +321,7 @@ fn hostile_input_gets_answers_not_crashes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_file(dir.path(), "fib.py", common::FIBONACCI);
     let mut lsp = LspClient::start(&[]);
-    lsp.initialize(json!({"url": common::closed_port_url(), "debounceMs": 0, "token": 5}));
+    lsp.initialize(json!({"url": e2e::closed_port_url(), "debounceMs": 0, "token": 5}));
     let uri = lsp.open(&path, "python");
     // Not JSON at all.
     lsp.send_raw(b"Content-Length: 5\r\n\r\nhello");
@@ -385,7 +385,7 @@ fn hostile_input_gets_answers_not_crashes() {
 #[test]
 fn shutdown_and_exit_with_empty_params_as_emacs_lsp_mode_sends_them() {
     let mut lsp = LspClient::start(&[]);
-    lsp.initialize(json!({"url": common::closed_port_url()}));
+    lsp.initialize(json!({"url": e2e::closed_port_url()}));
     let shutdown = br#"{"jsonrpc":"2.0","id":41,"method":"shutdown","params":{}}"#;
     let mut frame = format!("Content-Length: {}\r\n\r\n", shutdown.len()).into_bytes();
     frame.extend_from_slice(shutdown);

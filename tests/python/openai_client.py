@@ -63,6 +63,73 @@ def main() -> None:
     except openai.NotFoundError as e:
         assert "not found" in str(e)
 
+    # Parameters the server does not implement are refused by name, never ignored;
+    # set to their "off" value (as some clients always send them) they are accepted.
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    messages = [{"role": "user", "content": "Name a sorting algorithm."}]
+    refused = [
+        ("tools", {"tools": [weather]}),
+        ("tool_choice", {"tool_choice": "required"}),
+        ("response_format", {"response_format": {"type": "json_object"}}),
+        ("logprobs", {"logprobs": True, "top_logprobs": 2}),
+        ("presence_penalty", {"presence_penalty": 2.5}),
+        ("logit_bias", {"logit_bias": {"42": 10}}),
+    ]
+    for param, extra in refused:
+        try:
+            client.chat.completions.create(model=model, messages=messages, max_tokens=4, **extra)
+            raise AssertionError(f"chat with {param} must be refused")
+        except openai.UnprocessableEntityError as e:
+            assert e.body["param"] == param, (param, e.body)
+            assert f"`{param}`" in e.body["message"], e.body
+    for param, extra in [("best_of", {"best_of": 2}), ("logprobs", {"logprobs": 1})]:
+        try:
+            client.completions.create(model=model, prompt="x", max_tokens=1, **extra)
+            raise AssertionError(f"completions with {param} must be refused")
+        except openai.UnprocessableEntityError as e:
+            assert e.body["param"] == param, (param, e.body)
+    off = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=12,
+        temperature=0,
+        logprobs=False,
+        tool_choice="none",
+        response_format={"type": "text"},
+        user="dev-42",
+    )
+    assert off.choices[0].message.content == chat.choices[0].message.content, off
+
+    # Penalties are implemented: they change a repetitive greedy answer, and the
+    # model, its fingerprint and a separate usage chunk are as OpenAI sends them.
+    repeat = [{"role": "user", "content": "Say 'go' twenty times: go go go go go go"}]
+    plain = client.chat.completions.create(model=model, messages=repeat, max_tokens=16, temperature=0)
+    penalised = client.chat.completions.create(
+        model=model, messages=repeat, max_tokens=16, temperature=0, frequency_penalty=2, presence_penalty=1
+    )
+    assert penalised.choices[0].message.content != plain.choices[0].message.content, (plain, penalised)
+    assert plain.system_fingerprint and plain.system_fingerprint.startswith("fp_"), plain
+    assert client.models.retrieve(model).id == model
+    try:
+        client.models.retrieve("no-such-model")
+        raise AssertionError("an unknown model id must be 404")
+    except openai.NotFoundError:
+        pass
+    chunks = list(
+        client.chat.completions.create(
+            model=model, messages=messages, max_tokens=8, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1, chunks[-1]
+    assert all(c.usage is None for c in chunks[:-1]), chunks[:-1]
+
     bad = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sfl_invalid", max_retries=0)
     try:
         bad.models.list()
@@ -70,7 +137,7 @@ def main() -> None:
     except openai.AuthenticationError:
         pass
 
-    print(f"openai {openai.__version__}: models, completions, chat and streaming OK")
+    print(f"openai {openai.__version__}: models, completions, chat, streaming, penalties, usage chunk and refusals OK")
 
 
 if __name__ == "__main__":

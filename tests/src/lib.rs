@@ -1,6 +1,9 @@
 //! Harness of the end-to-end tests: a home directory with the default model, two
 //! real git repositories indexed by the real `souffleur` binary, tokens made with its
 //! CLI, and a server started on a free loopback port.
+//!
+//! Other crates' integration tests use it too (as a dev-dependency): `lsp`'s tests
+//! start their `--local` server with [`local_server`].
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,19 +13,23 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// The built `souffleur` binary (`SOUFFLEUR_BIN`, else the workspace's target dir).
 pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("SOUFFLEUR_BIN") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+        .unwrap_or_else(|| workspace_root().join("target"));
     let bin = target.join("debug").join("souffleur");
     assert!(
         bin.is_file(),
-        "{} is missing: build it with `cargo build -p server` (scripts/test.sh does)",
+        "{} is missing: build it with `cargo build -p cli` (scripts/test.sh does)",
         bin.display()
     );
     bin
@@ -32,7 +39,8 @@ pub fn binary() -> PathBuf {
 /// some model, not a good one (passed as `SOUFFLEUR_MODEL` to every command).
 pub const TEST_MODEL: &str = "smollm2-135m";
 
-/// The model file the tests serve (the tiny catalogue model).
+/// The model file the tests serve (the tiny catalogue model, [`TEST_MODEL`]), in
+/// `$SOUFFLEUR_HOME` or else `~/.souffleur`.
 pub fn default_model() -> PathBuf {
     let home = std::env::var_os("SOUFFLEUR_HOME")
         .map(PathBuf::from)
@@ -161,6 +169,50 @@ pub fn home_with_model(home: &Path) {
     .expect("link model");
 }
 
+/// A new temporary directory and, inside it, a home (`DIR/home`) made by
+/// [`home_with_model`]; the directory is removed when the `TempDir` is dropped.
+pub fn temp_home() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    home_with_model(&home);
+    (dir, home)
+}
+
+/// A `souffleur serve --local` (no tokens) on a temporary home of its own.
+pub struct LocalServer {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// The home directory (model, database).
+    pub home: PathBuf,
+    _dir: tempfile::TempDir,
+    _server: Launched,
+}
+
+/// The `--local` server shared by all tests of one test binary: a temporary home with
+/// only the test model (no repositories, no configuration file), started with
+/// `--local --exit-on-stdin-close` so it ends with the test process.
+pub fn local_server() -> &'static LocalServer {
+    static SERVER: OnceLock<LocalServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let (dir, home) = temp_home();
+        let launched = launch(&home, &["--local", "--exit-on-stdin-close"]);
+        LocalServer {
+            url: launched.url.clone(),
+            home,
+            _dir: dir,
+            _server: launched,
+        }
+    })
+}
+
+/// A URL on which nothing listens (a free loopback port, bound then released).
+pub fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
 /// A `souffleur serve` process of a test's own (killed when dropped).
 pub struct Launched {
     /// `http://127.0.0.1:PORT`
@@ -185,6 +237,11 @@ impl Drop for Launched {
 
 /// Starts `souffleur serve --port 0 args…` in `home` and waits for its address.
 pub fn launch(home: &Path, args: &[&str]) -> Launched {
+    launch_logging_to(home, args, Stdio::inherit())
+}
+
+/// [`launch`] with the server's standard error (its log) sent to `stderr`.
+pub fn launch_logging_to(home: &Path, args: &[&str], stderr: Stdio) -> Launched {
     let mut child = Command::new(binary())
         .env("SOUFFLEUR_MODEL", TEST_MODEL)
         .args(["serve", "--port", "0"])
@@ -192,14 +249,15 @@ pub fn launch(home: &Path, args: &[&str]) -> Launched {
         .env("SOUFFLEUR_HOME", home)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("start server");
     let url = read_banner(&mut child);
     Launched { url, child }
 }
 
-/// Reads the server's first line and returns its URL; keeps draining stdout after.
+/// Reads the server's first line (`souffleur: serving MODEL on http://ADDR…`) and
+/// returns its URL, without a trailing `/`; keeps draining stdout after.
 fn read_banner(child: &mut Child) -> String {
     let stdout = child.stdout.take().expect("stdout");
     let mut reader = BufReader::new(stdout);
@@ -210,6 +268,7 @@ fn read_banner(child: &mut Child) -> String {
     line.split_whitespace()
         .find(|w| w.starts_with("http://127.0.0.1:"))
         .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
+        .trim_end_matches('/')
         .to_string()
 }
 
@@ -241,10 +300,22 @@ pub fn request(method: &str, url: &str, token: Option<&str>, body: Option<&str>)
     Reply { status, body }
 }
 
+/// GETs `url` (any server, no token) and returns the body text; fails the test unless
+/// the status is 2xx.
+pub fn get_text(url: &str) -> String {
+    request("GET", url, None, None).success(url).body
+}
+
+/// POSTs `body` as JSON to `url` (any server, no token) and returns the answer as JSON;
+/// fails the test unless the status is 2xx.
+pub fn post_json(url: &str, body: &Value) -> Value {
+    request("POST", url, None, Some(&body.to_string()))
+        .success(url)
+        .json()
+}
+
 fn start() -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    home_with_model(&home);
+    let (dir, home) = temp_home();
     let alpha = dir.path().join("alpha");
     let ledger = alpha_ledger();
     make_repo(
@@ -272,12 +343,8 @@ fn start() -> TestServer {
             ],
         );
     }
-    let token = |args: &[&str]| -> String {
-        let out = souffleur(&home, args);
-        out.lines().last().expect("token line").trim().to_string()
-    };
-    let admin = token(&["token", "create", "--name", "admin", "--role", "admin"]);
-    let alpha_user = token(&["token", "create", "--name", "alice", "--repos", "alpha"]);
+    let admin = create_token(&home, "admin", &["--role", "admin"]);
+    let alpha_user = create_token(&home, "alice", &["--repos", "alpha"]);
     std::fs::write(
         home.join("config.toml"),
         "[limits]\nmax_body_bytes = 65536\nmax_prompt_tokens = 2000\nmax_tokens = 64\nmax_concurrent_per_token = 6\n\n[completion]\nmulti_line_tokens = 64\n",
@@ -304,6 +371,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Fails the test (naming `what`) unless the status is 2xx.
+    fn success(self, what: &str) -> Self {
+        assert!(
+            (200..300).contains(&self.status),
+            "{what}: status {}: {}",
+            self.status,
+            self.body
+        );
+        self
+    }
+
     /// The body as JSON.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
@@ -411,4 +489,46 @@ pub fn run_cli(home: &Path, dir: Option<&Path>, args: &[&str], stdin: Option<&st
 /// Runs `git args` in `dir` with a fixed identity, failing the test on error.
 pub fn git_in(dir: &Path, args: &[&str]) {
     git(dir, args);
+}
+
+/// The audit rows of a database, read with Python's sqlite3 (the tests have no SQLite).
+pub fn audit_rows(db: &Path) -> Vec<Value> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             c.row_factory = sqlite3.Row\n\
+             print(json.dumps([dict(r) for r in c.execute('SELECT * FROM audit ORDER BY id')]))",
+        ])
+        .arg(db)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rows")
+}
+
+/// Sends signal `name` (`TERM`, `HUP`, …) to a launched server.
+pub fn signal(s: &Launched, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), s.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// A diff adding `lines` to a new file `path` (lines 1..=n).
+pub fn new_file_diff(path: &str, lines: &[&str]) -> String {
+    let mut d = format!(
+        "diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000..1111111\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{} @@\n",
+        lines.len()
+    );
+    for l in lines {
+        d.push_str(&format!("+{l}\n"));
+    }
+    d
 }

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Launched, create_token, get, home_with_model, launch, make_repo, post, request, run_cli,
-    server, souffleur,
+    Launched, audit_rows, create_token, get, home_with_model, launch, make_repo, post, request,
+    run_cli, server, signal, souffleur,
 };
 use serde_json::{Value, json};
 
@@ -316,35 +316,6 @@ fn slow_oversized_and_unauthenticated_requests_are_refused_early() {
     std::thread::sleep(Duration::from_millis(200));
     let r = request("GET", &format!("{}/v1/health", s.url), None, None);
     assert_eq!(r.status, 200);
-}
-
-/// The audit rows of a database, read with Python's sqlite3 (the tests have no SQLite).
-fn audit_rows(db: &Path) -> Vec<Value> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sqlite3, sys\n\
-             c = sqlite3.connect(sys.argv[1])\n\
-             c.row_factory = sqlite3.Row\n\
-             print(json.dumps([dict(r) for r in c.execute('SELECT * FROM audit ORDER BY id')]))",
-        ])
-        .arg(db)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("rows")
-}
-
-fn signal(s: &Launched, name: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{name}"), s.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }
 
 /// Waits for the server to exit; its exit code.
@@ -678,4 +649,89 @@ fn errors_print_one_line_without_a_backtrace_unless_debugging() {
     assert!(!plain.contains("backtrace"), "{plain}");
     let debug = run(true);
     assert!(debug.trim().lines().count() > 1, "{debug}");
+}
+
+#[test]
+fn every_request_has_an_id_in_its_response_its_audit_row_and_its_json_log_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    home_with_model(&home);
+    std::fs::write(
+        home.join("config.toml"),
+        "[log]\nformat = \"json\"\nlevel = \"info,server=debug\"\n",
+    )
+    .expect("config");
+    let token = create_token(&home, "ci", &[]);
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut s = e2e::launch_logging_to(&home, &[], log.into());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let send = |id: Option<&str>| {
+        let mut req = agent
+            .post(format!("{}/v1/completions", s.url))
+            .header("Authorization", format!("Bearer {token}"));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        let reply = req
+            .send_json(json!({"prompt": "def add(a, b):", "max_tokens": 4, "temperature": 0}))
+            .expect("request");
+        let id = reply
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        (reply.status().as_u16(), id)
+    };
+    // The client's id is kept; without one the server makes one; a malformed one is
+    // refused, naming the header, and the refusal still gets an id of its own.
+    let (status, kept) = send(Some("ci-run-42.step:7"));
+    assert_eq!((status, kept.as_deref()), (200, Some("ci-run-42.step:7")));
+    let (status, made) = send(None);
+    let made = made.expect("a request id");
+    assert_eq!(status, 200);
+    assert!(
+        made.len() == 16 && made.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made}"
+    );
+    let (status, fresh) = send(Some("two words"));
+    assert_eq!(status, 400);
+    let fresh = fresh.expect("an id for the refusal");
+    assert!(fresh != made && fresh != "two words", "{fresh}");
+
+    signal(&s, "TERM");
+    assert_eq!(wait_exit(&mut s, Duration::from_secs(30)), Some(0));
+    let rows = audit_rows(&home.join("souffleur.db"));
+    let ids: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["request_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["ci-run-42.step:7", made.as_str(), fresh.as_str()],
+        "{rows:?}"
+    );
+
+    // Every log line is one JSON object; the request's lines carry its id.
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "serving" && l["level"] == "INFO"),
+        "{text}"
+    );
+    let finished = lines
+        .iter()
+        .find(|l| l["message"] == "finished" && l["span"]["id"] == "ci-run-42.step:7")
+        .unwrap_or_else(|| panic!("no line for the request: {text}"));
+    assert_eq!(finished["status"], 200, "{finished}");
+    assert_eq!(finished["caller"], "ci", "{finished}");
 }

@@ -173,8 +173,8 @@ fn speculation_per_request_changes_no_greedy_output() {
     let m = get("/metrics", Some(&server().admin)).body;
     let drafted: f64 = m
         .lines()
-        .find_map(|l| l.strip_prefix("souffleur_drafted_tokens_total "))
-        .and_then(|v| v.trim().parse().ok())
+        .filter(|l| l.starts_with("souffleur_drafted_tokens_total{model="))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(drafted > 0.0, "{m}");
     assert!(m.contains("souffleur_accepted_draft_tokens_total"), "{m}");
@@ -204,12 +204,22 @@ fn chat_streams_server_sent_events_that_end_with_done() {
         .map(|d| serde_json::from_str(d).expect("chunk JSON"))
         .collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let last = chunks.last().expect("final chunk");
-    assert!(last["choices"][0]["finish_reason"].is_string());
+    // As OpenAI sends it: the finish reason, then a chunk of its own with the usage
+    // (no choices); every earlier chunk has `usage: null`.
+    let [.., finish, last] = chunks.as_slice() else {
+        panic!("too few chunks: {chunks:?}");
+    };
+    assert!(finish["choices"][0]["finish_reason"].is_string());
+    assert_eq!(last["choices"], json!([]));
     assert!(
         last["usage"]["completion_tokens"]
             .as_u64()
             .is_some_and(|n| n >= 1)
+    );
+    assert!(
+        chunks[..chunks.len() - 1]
+            .iter()
+            .all(|c| c["usage"].is_null())
     );
     let text: String = chunks
         .iter()
@@ -420,5 +430,30 @@ fn tabby_models_lists_the_served_model_for_completion_and_chat() {
     assert_eq!(
         r.json(),
         json!({"completion": ["SmolLM2-135M-Instruct.Q4_1"], "chat": ["SmolLM2-135M-Instruct.Q4_1"]})
+    );
+}
+
+/// Requests that name no file are not keystrokes of one editor: two at once from the
+/// same caller (clients sharing a `--local` server) both run to the end.
+#[test]
+fn requests_without_a_file_do_not_cancel_each_other() {
+    let (_dir, home) = e2e::temp_home();
+    let s = e2e::launch(&home, &["--local", "--exit-on-stdin-close"]);
+    let body = json!({"language": "python",
+        "segments": {"prefix": "class Parser:\n    def __init__(self):\n", "suffix": ""}})
+    .to_string();
+    let url = format!("{}/v1/completions", s.url);
+    let older = {
+        let (url, body) = (url.clone(), body.clone());
+        std::thread::spawn(move || e2e::request("POST", &url, None, Some(&body)))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let newer = e2e::request("POST", &url, None, Some(&body));
+    assert_eq!(newer.status, 200, "{}", newer.body);
+    assert_eq!(older.join().expect("thread").status, 200);
+    let metrics = e2e::request("GET", &format!("{}/metrics", s.url), None, None).body;
+    assert!(
+        !metrics.contains("outcome=\"cancelled\""),
+        "a request was cancelled:\n{metrics}"
     );
 }

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use server::completion::postprocess::{self, Mode};
 
 /// Characters of the text before the cursor sent with a request.
 const PREFIX_CHARS: usize = 3000;
@@ -310,32 +311,15 @@ fn is_single_line(prefix: &str, suffix: &str) -> bool {
     !after.trim().is_empty() || !before.trim().is_empty()
 }
 
-/// The server's own rule (`server/src/serve/postprocess.rs`, `mode`), restated here so
-/// the report can also split requests the way the server budgets them (32 new tokens
-/// and a stop at the newline for single-line, 96 tokens for a block).
-fn server_single_line(prefix: &str, suffix: &str) -> bool {
-    let rest = suffix.split('\n').next().unwrap_or("");
-    let only_closers = rest
-        .trim()
-        .chars()
-        .all(|c| matches!(c, ')' | ']' | '}' | '"' | '\'' | '`' | ';' | ','));
-    if !only_closers {
-        return true;
-    }
-    let line = prefix.rsplit('\n').next().unwrap_or("").trim_end();
-    !(line.trim().is_empty()
-        || line.ends_with(['{', '(', '[', ':'])
-        || line.ends_with("=>")
-        || line.ends_with(" do")
-        || line.ends_with(" then"))
-}
-
 /// One request's outcome.
 struct Sample {
     latency_ms: f64,
     /// `None` when the server answered 200.
     error: Option<String>,
     single_line: bool,
+    /// The server's own rule ([`postprocess::mode`]) makes it a single-line request, so
+    /// the report can also split requests the way the server budgets them (32 new
+    /// tokens and a stop at the newline for single-line, 96 tokens for a block).
     server_single_line: bool,
     /// Not the first request of a typing run: the previous keystroke's prompt was just served.
     warm: bool,
@@ -496,7 +480,7 @@ fn client(shared: &Shared, window: &Window, id: usize, seed: u64) -> Vec<Sample>
                 latency_ms,
                 error,
                 single_line,
-                server_single_line: server_single_line(prefix, suffix),
+                server_single_line: postprocess::mode(prefix, suffix) == Mode::SingleLine,
                 warm: k > 0,
                 measured,
                 finished: started.duration_since(window.run_start)

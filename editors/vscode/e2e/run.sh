@@ -34,9 +34,20 @@ if [ ! -L "$CS/node_modules/code-server/lib/vscode/bin/remote-cli/code-server" ]
   # code-server's postinstall runs `npm install` for its bundled VS Code, whose native modules need
   # their install scripts (npm 11 blocks dependency scripts unless allowed); node-gyp compiles them
   # on every core (`jobs=max`; it uses one by default).
-  (cd "$CS" && PATH="$N24/bin:$PATH" npm_config_nodedir="$N24" npm_config_dangerously_allow_all_scripts=true \
-    npm_config_jobs=max npm install --no-audit --no-fund --loglevel=error code-server@4.139.1)
-  [ -L "$CS/node_modules/code-server/lib/vscode/bin/remote-cli/code-server" ] || { echo "code-server postinstall did not run" >&2; exit 1; }
+  # A registry hiccup during the postinstall's nested `npm install` fails the whole install within
+  # seconds (seen once in CI); it is retried twice, and a failed try prints the end of npm's logs.
+  for try in 1 2 3; do
+    rm -rf "$CS/node_modules" "$CS/package-lock.json"
+    if (cd "$CS" && PATH="$N24/bin:$PATH" npm_config_nodedir="$N24" npm_config_dangerously_allow_all_scripts=true \
+      npm_config_jobs=max npm install --no-audit --no-fund --loglevel=error code-server@4.139.1) \
+      && [ -L "$CS/node_modules/code-server/lib/vscode/bin/remote-cli/code-server" ]; then
+      break
+    fi
+    echo "== code-server install failed (try $try of 3); the end of npm's two newest logs:" >&2
+    ls -t "$HOME"/.npm/_logs/*-debug-0.log 2>/dev/null | head -n 2 | xargs -r tail -n 30 >&2 || true
+    [ "$try" = 3 ] && { echo "code-server could not be installed" >&2; exit 1; }
+    sleep 20
+  done
 fi
 
 if [ "${SKIP_BUILD:-}" != 1 ]; then
@@ -47,7 +58,7 @@ fi
 if [ "$MODE" = real ]; then
   if [ -z "${SOUFFLEUR_BIN:-}" ] && { [ ! -x "$ROOT/target/debug/souffleur" ] || [ ! -x "$ROOT/target/debug/souffleur-lsp" ]; }; then
     echo "== cargo build (souffleur, souffleur-lsp)"
-    (cd "$ROOT" && cargo build -p server -p lsp)
+    (cd "$ROOT" && cargo build -p cli -p lsp)
   fi
   if [ -z "${SOUFFLEUR_MODELS:-}" ] && ! ls "${SOUFFLEUR_HOME:-$HOME/.souffleur}"/models/SmolLM2-135M-Instruct.Q4_1.gguf >/dev/null 2>&1; then
     echo "== the tiny model"

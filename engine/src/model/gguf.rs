@@ -125,6 +125,78 @@ impl GgufFile {
         counts.into_iter().collect()
     }
 
+    /// Bytes the weights will hold in memory once [`GgufFile::weights`] has loaded
+    /// them (on the CPU), from the tensor infos alone: quantised projections as the
+    /// integer kernel keeps them (GGUF blocks, or regrouped; see
+    /// [`QuantWeight::resident_bytes`](super::quant_matmul::QuantWeight)), float
+    /// projections, norms and biases as f32, the embedding as stored (f32 when it is a
+    /// float type) and a tied output projection sharing it unless it had to be
+    /// dequantised. Keep in step with [`GgufFile::weights`]; a test compares the two.
+    pub fn resident_weight_bytes(&self, cfg: &ModelConfig) -> Result<u64> {
+        let float = |d: GgmlDType| matches!(d, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        let info = |name: &str| {
+            self.content
+                .tensor_infos
+                .get(name)
+                .ok_or_else(|| EngineError::invalid(&self.path, format!("missing tensor `{name}`")))
+        };
+        let stored = |i: &candle_core::quantized::gguf_file::TensorInfo| {
+            (i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size()) as u64
+        };
+        let dense = |name: &str| -> Result<u64> { Ok(info(name)?.shape.elem_count() as u64 * 4) };
+        let linear = |prefix: &str| -> Result<u64> {
+            let w = info(&format!("{prefix}.weight"))?;
+            let (out, inp) = w.shape.dims2().map_err(|_| {
+                EngineError::invalid(&self.path, format!("tensor `{prefix}.weight` is not 2-D"))
+            })?;
+            let weight = match super::quant_matmul::QuantWeight::resident_bytes(
+                w.ggml_dtype,
+                out,
+                inp,
+                false,
+            ) {
+                Some(n) => n,
+                None if float(w.ggml_dtype) => w.shape.elem_count() as u64 * 4,
+                None => stored(w),
+            };
+            let bias = format!("{prefix}.bias");
+            Ok(weight + if self.has(&bias) { dense(&bias)? } else { 0 })
+        };
+        let embd = info("token_embd.weight")?;
+        let embedding = if float(embd.ggml_dtype) {
+            embd.shape.elem_count() as u64 * 4
+        } else {
+            stored(embd)
+        };
+        let lm_head = if self.has("output.weight") {
+            linear("output")?
+        } else if float(embd.ggml_dtype) {
+            // The tied projection goes through candle's matmul, which dequantises
+            // its own f32 copy.
+            embd.shape.elem_count() as u64 * 4
+        } else {
+            0
+        };
+        let mut total = embedding + lm_head + dense("output_norm.weight")?;
+        for i in 0..cfg.num_layers {
+            let p = format!("blk.{i}");
+            total +=
+                dense(&format!("{p}.attn_norm.weight"))? + dense(&format!("{p}.ffn_norm.weight"))?;
+            for part in [
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ] {
+                total += linear(&format!("{p}.{part}"))?;
+            }
+        }
+        Ok(total)
+    }
+
     /// Reads hyper-parameters from metadata.
     pub fn config(&self) -> Result<ModelConfig> {
         let name = self.architecture_name()?;
@@ -225,6 +297,7 @@ impl GgufFile {
                 .get("tokenizer.ggml.add_bos_token")
                 .and_then(|v| v.to_bool().ok())
                 .unwrap_or(false),
+            chat_template: self.meta_str("tokenizer.chat_template").map(str::to_string),
         })
     }
 

@@ -8,6 +8,7 @@ use candle_core::{Module, Tensor};
 use super::config::NormKind;
 use super::quant_matmul::QuantWeight;
 use crate::error::Result;
+use crate::footprint::HeldBytes;
 
 /// How a [`Linear`] multiplies by its weight.
 #[derive(Debug, Clone)]
@@ -45,6 +46,21 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// Adds the memory its weight and bias hold to `held`.
+    pub(crate) fn count_bytes(&self, held: &mut HeldBytes) {
+        match &self.weight {
+            LinearWeight::Candle(QMatMul::QTensor(q)) => held.qtensor(q),
+            LinearWeight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => held.tensor(t),
+            LinearWeight::Quant(w) => match w.held_bytes() {
+                (_, Some(q)) => held.qtensor(q),
+                (bytes, None) => held.once(Arc::as_ptr(w) as usize, bytes),
+            },
+        }
+        if let Some(b) = &self.bias {
+            held.tensor(b);
+        }
+    }
+
     /// Applies the map to rows `x` of shape `[n, in]`, giving `[n, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
@@ -75,6 +91,14 @@ impl Norm {
             weight,
             bias,
             eps: eps as f32,
+        }
+    }
+
+    /// Adds the memory its weight and bias hold to `held`.
+    pub(crate) fn count_bytes(&self, held: &mut HeldBytes) {
+        held.tensor(&self.weight);
+        if let Some(b) = &self.bias {
+            held.tensor(b);
         }
     }
 

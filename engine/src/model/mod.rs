@@ -65,7 +65,8 @@ impl std::fmt::Debug for Model {
     }
 }
 
-fn parameter_count(cfg: &ModelConfig) -> usize {
+/// Number of weights of a model of shape `cfg` (embedding plus blocks).
+pub(crate) fn parameter_count(cfg: &ModelConfig) -> usize {
     let d = cfg.hidden_size;
     let kv = cfg.num_kv_heads * cfg.head_dim;
     let q = cfg.num_heads * cfg.head_dim;

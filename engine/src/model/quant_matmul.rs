@@ -320,6 +320,33 @@ impl QuantWeight {
         })
     }
 
+    /// Bytes a `[out_features, in_features]` weight of `dtype` keeps resident once
+    /// [`QuantWeight::from_qtensor`] has wrapped it: the GGUF blocks, or their
+    /// regrouped copy where the loader regroups (`shared`: the tensor is also held
+    /// elsewhere, e.g. a tied embedding, and so is never regrouped). `None` when this
+    /// kernel does not take `dtype`.
+    pub(crate) fn resident_bytes(
+        dtype: GgmlDType,
+        out_features: usize,
+        in_features: usize,
+        shared: bool,
+    ) -> Option<u64> {
+        let format = Format::of(dtype)?;
+        if Self::regroups(format) && !shared && in_features.is_multiple_of(QK) {
+            return Some(eight_rows::regrouped_len(format, out_features, in_features / QK) as u64);
+        }
+        Some((out_features * format.row_bytes(in_features)) as u64)
+    }
+
+    /// Bytes this weight holds in memory, and the tensor it shares them with (so
+    /// a tied embedding is counted once).
+    pub(crate) fn held_bytes(&self) -> (u64, Option<&Arc<QTensor>>) {
+        match &self.bytes {
+            Bytes::Owned(v) | Bytes::Regrouped(v) => (v.len() as u64, None),
+            Bytes::Shared(q) => (q.storage_size_in_bytes() as u64, Some(q)),
+        }
+    }
+
     fn check(dtype: GgmlDType, out: usize, inp: usize, len: usize) -> Result<Format> {
         let format = Format::of(dtype)
             .ok_or_else(|| compute_err(format!("quantised matmul: unsupported type {dtype:?}")))?;

@@ -60,10 +60,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 impl SafetensorsModel {
     /// Reads `config.json` and every weight file in `dir`.
     pub fn open(dir: &Path, device: &Device) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let bytes = std::fs::read(&config_path).map_err(|e| EngineError::io(&config_path, e))?;
-        let hf: HfConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| EngineError::invalid(&config_path, e.to_string()))?;
+        let hf = read_hf_config(dir)?;
         let mut tensors = HashMap::new();
         for file in weight_files(dir)? {
             let loaded = candle_core::safetensors::load(&file, device)
@@ -75,6 +72,34 @@ impl SafetensorsModel {
             tensors,
             hf,
         })
+    }
+
+    /// Reads `config.json` only (no weights): enough for [`SafetensorsModel::config`]
+    /// and [`SafetensorsModel::resident_weight_bytes`].
+    pub fn open_headers(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tensors: HashMap::new(),
+            hf: read_hf_config(dir)?,
+        })
+    }
+
+    /// Bytes the weights will hold in memory once loaded, from the weight files'
+    /// headers alone: every tensor the loader keeps, converted to f32 (an untied
+    /// `lm_head.weight` included, a tied one and unused buffers such as rotary
+    /// `inv_freq` not).
+    pub fn resident_weight_bytes(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for file in weight_files(&self.dir)? {
+            for (name, elems) in tensor_sizes(&file)? {
+                let kept = name.starts_with("model.") && !name.ends_with("inv_freq")
+                    || name == "lm_head.weight" && !self.hf.tie_word_embeddings;
+                if kept {
+                    total += elems * 4;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Hyper-parameters from `config.json`.
@@ -202,4 +227,52 @@ impl SafetensorsModel {
             lm_head,
         })
     }
+}
+
+/// Reads and parses `dir/config.json`.
+fn read_hf_config(dir: &Path) -> Result<HfConfig> {
+    let config_path = dir.join("config.json");
+    let bytes = std::fs::read(&config_path).map_err(|e| EngineError::io(&config_path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| EngineError::invalid(&config_path, e.to_string()))
+}
+
+/// The name and element count of every tensor in a safetensors file, from its
+/// header (an 8-byte little-endian length, then that many bytes of JSON).
+fn tensor_sizes(file: &Path) -> Result<Vec<(String, u64)>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(file).map_err(|e| EngineError::io(file, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| EngineError::io(file, e))?;
+    let len = u64::from_le_bytes(len);
+    const MAX_HEADER: u64 = 100 << 20;
+    if len > MAX_HEADER {
+        return Err(EngineError::invalid(
+            file,
+            format!("safetensors header of {len} bytes"),
+        ));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| EngineError::io(file, e))?;
+    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| EngineError::invalid(file, format!("safetensors header: {e}")))?;
+    let mut out = Vec::with_capacity(header.len());
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = info["shape"]
+            .as_array()
+            .ok_or_else(|| EngineError::invalid(file, format!("tensor `{name}` has no shape")))?;
+        let mut elems = 1u64;
+        for d in shape {
+            let d = d.as_u64().ok_or_else(|| {
+                EngineError::invalid(file, format!("tensor `{name}` has a bad shape"))
+            })?;
+            elems = elems.saturating_mul(d);
+        }
+        out.push((name, elems));
+    }
+    Ok(out)
 }

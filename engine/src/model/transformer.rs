@@ -72,6 +72,15 @@ impl Transformer {
         &self.cfg
     }
 
+    /// Bytes the weights and the rotary tables hold in memory.
+    pub fn resident_bytes(&self) -> u64 {
+        let mut held = crate::footprint::HeldBytes::default();
+        self.weights.count_bytes(&mut held);
+        held.tensor(&self.cos);
+        held.tensor(&self.sin);
+        held.total()
+    }
+
     /// A fresh cache sized for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::layers::{Linear, Norm};
 use crate::error::Result;
+use crate::footprint::HeldBytes;
 
 /// Token embedding table, kept quantised when the file is.
 #[derive(Debug, Clone)]
@@ -94,4 +95,34 @@ pub struct Weights {
     pub final_norm: Norm,
     /// Projection to vocabulary logits.
     pub lm_head: Linear,
+}
+
+impl Weights {
+    /// Adds the memory every weight holds to `held` (shared tensors once).
+    pub(crate) fn count_bytes(&self, held: &mut HeldBytes) {
+        match &self.embedding {
+            Embedding::Quantized(q) => held.qtensor(q),
+            Embedding::Dense(t) => held.tensor(t),
+        }
+        for b in &self.blocks {
+            b.attn_norm.count_bytes(held);
+            b.mlp_norm.count_bytes(held);
+            for l in [&b.q, &b.k, &b.v, &b.o] {
+                l.count_bytes(held);
+            }
+            match &b.mlp {
+                Mlp::GatedSilu { gate, up, down } => {
+                    for l in [gate, up, down] {
+                        l.count_bytes(held);
+                    }
+                }
+                Mlp::Gelu { fc, proj } => {
+                    fc.count_bytes(held);
+                    proj.count_bytes(held);
+                }
+            }
+        }
+        self.final_norm.count_bytes(held);
+        self.lm_head.count_bytes(held);
+    }
 }

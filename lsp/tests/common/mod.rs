@@ -1,146 +1,21 @@
-//! Shared by the integration tests: a Souffleur server started with `--local` on a free
-//! loopback port (the tiny model, temporary home), and a minimal LSP client that drives
-//! `souffleur-lsp` over stdio with `Content-Length` framing.
+//! Shared by the integration tests: a minimal LSP client that drives `souffleur-lsp`
+//! over stdio with `Content-Length` framing, and the source file the tests complete
+//! in. The Souffleur server they talk to (`--local` on a free loopback port, the tiny
+//! model, temporary home) comes from the `e2e` crate's harness: `e2e::local_server()`.
 
 #![allow(dead_code, missing_docs)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// The built `souffleur` server binary (`SOUFFLEUR_BIN`, else the workspace's target dir).
-pub fn souffleur_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SOUFFLEUR_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("debug").join("souffleur");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build -p server` (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
-
 /// The built `souffleur-lsp` binary of this package.
 pub fn lsp_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_souffleur-lsp"))
-}
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The tiny model the tests serve (`$SOUFFLEUR_HOME`, else `~/.souffleur`).
-pub fn default_model() -> PathBuf {
-    let home = std::env::var_os("SOUFFLEUR_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".souffleur")))
-        .expect("SOUFFLEUR_HOME or HOME");
-    let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "tiny model missing at {}: run `souffleur model fetch smollm2-135m`",
-        path.display()
-    );
-    path
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A running `souffleur serve --local`.
-pub struct TestServer {
-    /// `http://127.0.0.1:PORT`
-    pub url: String,
-    _dir: tempfile::TempDir,
-    _child: Killed,
-}
-
-/// The server shared by the tests of one test binary.
-pub fn server() -> &'static TestServer {
-    static SERVER: OnceLock<TestServer> = OnceLock::new();
-    SERVER.get_or_init(start_server)
-}
-
-fn start_server() -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(home.join("models")).expect("models dir");
-    let model = default_model();
-    std::os::unix::fs::symlink(
-        &model,
-        home.join("models").join(model.file_name().expect("name")),
-    )
-    .expect("link model");
-    let mut child = Command::new(souffleur_binary())
-        .args(["serve", "--local", "--port", "0", "--exit-on-stdin-close"])
-        // The tiny model: these tests need some model, not a good one.
-        .env("SOUFFLEUR_MODEL", "smollm2-135m")
-        .env("SOUFFLEUR_HOME", &home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start souffleur");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("server banner");
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
-    TestServer {
-        url,
-        _dir: dir,
-        _child: Killed(child),
-    }
-}
-
-/// A URL on which nothing listens.
-pub fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
-}
-
-/// GET on the server (no token: `--local`), body as text.
-pub fn http_get(url: &str) -> String {
-    ureq::get(url)
-        .call()
-        .expect("GET")
-        .body_mut()
-        .read_to_string()
-        .expect("body")
-}
-
-/// POST JSON on the server, the answer as JSON.
-pub fn http_post(url: &str, body: &Value) -> Value {
-    ureq::post(url)
-        .send_json(body)
-        .expect("POST")
-        .body_mut()
-        .read_json()
-        .expect("json")
 }
 
 /// `file://` URI of a path.

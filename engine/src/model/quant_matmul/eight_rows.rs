@@ -27,4 +27,4 @@
 pub(super) mod avx2;
 mod layout;
 
-pub(super) use layout::{regroupable, repack, unpack_rows};
+pub(super) use layout::{regroupable, regrouped_len, repack, unpack_rows};

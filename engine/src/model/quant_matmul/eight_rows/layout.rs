@@ -88,10 +88,16 @@ fn word(at: usize, r: usize, l: usize) -> usize {
     at + 32 * r + 4 * l
 }
 
+/// Bytes of a matrix of `fmt` with `out` rows of `nb` blocks of 32 weights once
+/// regrouped by [`repack`] (rows padded to a multiple of eight).
+pub(in super::super) fn regrouped_len(fmt: Format, out: usize, nb: usize) -> usize {
+    out.div_ceil(LANES) * blocks_per_row(fmt, nb) * group_bytes(fmt)
+}
+
 /// Regroups a matrix of `fmt` with `out` rows of `nb` blocks of 32 weights.
 pub(in super::super) fn repack(fmt: Format, raw: &[u8], out: usize, nb: usize) -> Vec<u8> {
     let (bb, gb, blocks) = (block_bytes(fmt), group_bytes(fmt), blocks_per_row(fmt, nb));
-    let mut packed = vec![0u8; out.div_ceil(LANES) * blocks * gb];
+    let mut packed = vec![0u8; regrouped_len(fmt, out, nb)];
     for o in 0..out {
         let (g, l) = (o / LANES, o % LANES);
         for j in 0..blocks {

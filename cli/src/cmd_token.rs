@@ -1,0 +1,78 @@
+//! `souffleur token`: create, list and revoke API tokens.
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::home::Home;
+use server::store::tokens::{RepoScope, Role, TokenStore};
+
+/// Token management.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; the secret is printed alone on the last line of stdout.
+    Create {
+        /// Unique name (a person or a pipeline).
+        #[arg(long)]
+        name: String,
+        /// Repositories whose code it may receive as context: `*` or `a,b,c`.
+        #[arg(long, default_value = "*")]
+        repos: String,
+        /// `user` or `admin` (admins also read /metrics).
+        #[arg(long, default_value = "user")]
+        role: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name; the server stops accepting it within a second.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// Runs a token command against `<home>/souffleur.db`.
+pub fn run(home: &Home, cmd: TokenCommand) -> Result<()> {
+    let store = TokenStore::open(&home.db())?;
+    match cmd {
+        TokenCommand::Create { name, repos, role } => {
+            let role = Role::parse(&role)?;
+            let scope = RepoScope::parse(&repos);
+            let secret = store.create(&name, role, &scope)?;
+            println!("created {role:?} token `{name}` for repositories {repos}");
+            println!("{secret}");
+        }
+        TokenCommand::List { json } => {
+            let list = store.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for t in list {
+                    let repos = match &t.repos {
+                        RepoScope::All => "*".to_string(),
+                        RepoScope::Only(v) => v.join(","),
+                    };
+                    let state = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<24} {:<6} {:<8} {repos}",
+                        t.name,
+                        format!("{:?}", t.role).to_lowercase(),
+                        state
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            store.revoke(&name)?;
+            println!("revoked token `{name}`");
+        }
+    }
+    Ok(())
+}

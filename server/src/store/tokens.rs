@@ -1,0 +1,292 @@
+//! API tokens in SQLite (`<home>/souffleur.db`): stored as SHA-256 hashes, with a
+//! role and the repositories whose code the token may receive as context.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::db::{Result, StoreError, open_db};
+
+/// Every token starts with this, so leaked tokens are easy to find in logs and code.
+pub const TOKEN_PREFIX: &str = "sfl_";
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Completions, chat, reviews, events.
+    User,
+    /// Also metrics and the audit log.
+    Admin,
+}
+
+impl Role {
+    /// Parses `user` or `admin`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "user" => Ok(Role::User),
+            "admin" => Ok(Role::Admin),
+            other => Err(StoreError::Invalid(format!(
+                "unknown role `{other}` (expected `user` or `admin`)"
+            ))),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Repositories a token may receive snippets from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RepoScope {
+    /// Every indexed repository.
+    All,
+    /// Only these repositories (by index name).
+    Only(Vec<String>),
+}
+
+impl RepoScope {
+    /// Parses `*` or a comma-separated list of repository names.
+    pub fn parse(s: &str) -> Self {
+        if s.trim() == "*" {
+            return RepoScope::All;
+        }
+        RepoScope::Only(
+            s.split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    }
+
+    /// Whether `repo` is inside the scope.
+    pub fn allows(&self, repo: &str) -> bool {
+        match self {
+            RepoScope::All => true,
+            RepoScope::Only(list) => list.iter().any(|r| r == repo),
+        }
+    }
+
+    fn to_db(&self) -> String {
+        match self {
+            RepoScope::All => "*".into(),
+            RepoScope::Only(list) => list.join(","),
+        }
+    }
+}
+
+/// A token as listed (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRecord {
+    /// Row id.
+    pub id: i64,
+    /// Unique name (a person or a CI pipeline).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Which repositories' code it may receive.
+    pub repos: RepoScope,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// The token table.
+pub struct TokenStore {
+    conn: Connection,
+}
+
+/// SHA-256 of a token's secret, as stored.
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl TokenStore {
+    /// Opens the token table in the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            conn: open_db(path)?,
+        })
+    }
+
+    /// Creates a token and returns its secret (shown once, stored only as a hash).
+    pub fn create(&self, name: &str, role: Role, repos: &RepoScope) -> Result<String> {
+        if name.trim().is_empty() {
+            return Err(StoreError::Invalid("a token needs a non-empty name".into()));
+        }
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| StoreError::Invalid(format!("no randomness: {e}")))?;
+        let secret = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
+        let inserted = self.conn.execute(
+            "INSERT INTO tokens (name, hash, role, repos, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                name,
+                hash_token(&secret),
+                role.as_str(),
+                repos.to_db(),
+                now()
+            ],
+        );
+        match inserted {
+            Ok(_) => Ok(secret),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Invalid(format!(
+                    "a token named `{name}` already exists"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every token, newest last.
+    pub fn list(&self) -> Result<Vec<TokenRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM tokens ORDER BY id"))?;
+        let rows = stmt.query_map([], |r| RawRecord::read(r, 0))?;
+        rows.map(|row| row?.into_record()).collect()
+    }
+
+    /// Revokes the token called `name`; errors if there is none.
+    pub fn revoke(&self, name: &str) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
+            params![now(), name],
+        )?;
+        if n == 0 {
+            let exists: Option<i64> = self
+                .conn
+                .query_row("SELECT id FROM tokens WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            return Err(StoreError::Invalid(match exists {
+                Some(_) => format!("token `{name}` is already revoked"),
+                None => format!("no token named `{name}`"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// The active token with this hash, if any.
+    pub fn find_active(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"),
+                [hash],
+                |r| RawRecord::read(r, 0),
+            )
+            .optional()?
+            .map(RawRecord::into_record)
+            .transpose()
+    }
+
+    /// Active tokens with their hashes, for the server's in-memory table.
+    pub fn active(&self) -> Result<Vec<(String, TokenRecord)>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT hash, {COLUMNS} FROM tokens WHERE revoked_at IS NULL"
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, RawRecord::read(r, 1)?)))?;
+        rows.map(|row| {
+            let (hash, raw) = row?;
+            Ok((hash, raw.into_record()?))
+        })
+        .collect()
+    }
+}
+
+/// The columns [`RawRecord::read`] reads, in its order.
+const COLUMNS: &str = "id, name, role, repos, created_at, revoked_at";
+
+/// A token row as stored, before its role and scope are parsed.
+struct RawRecord {
+    id: i64,
+    name: String,
+    role: String,
+    repos: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl RawRecord {
+    /// Reads [`COLUMNS`] starting at column `first`.
+    fn read(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(first)?,
+            name: r.get(first + 1)?,
+            role: r.get(first + 2)?,
+            repos: r.get(first + 3)?,
+            created_at: r.get(first + 4)?,
+            revoked_at: r.get(first + 5)?,
+        })
+    }
+
+    fn into_record(self) -> Result<TokenRecord> {
+        Ok(TokenRecord {
+            id: self.id,
+            name: self.name,
+            role: Role::parse(&self.role)?,
+            repos: RepoScope::parse(&self.repos),
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stored_hashed_and_revocable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("s.db");
+        let store = TokenStore::open(&db).expect("open");
+        let secret = store
+            .create("ci", Role::User, &RepoScope::parse("app, lib"))
+            .expect("create");
+        assert!(secret.starts_with(TOKEN_PREFIX));
+        let raw = std::fs::read(&db).expect("db bytes");
+        let wal = std::fs::read(dir.path().join("s.db-wal")).unwrap_or_default();
+        let needle = secret.as_bytes();
+        for bytes in [&raw, &wal] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "secret stored in clear"
+            );
+        }
+        let active = store.active().expect("active");
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].0, hash_token(&secret));
+        assert_eq!(
+            active[0].1.repos,
+            RepoScope::Only(vec!["app".into(), "lib".into()])
+        );
+        assert!(store.create("ci", Role::User, &RepoScope::All).is_err());
+        store.revoke("ci").expect("revoke");
+        assert!(store.active().expect("active").is_empty());
+        assert!(store.revoke("ci").is_err());
+        assert!(store.revoke("nobody").is_err());
+        assert_eq!(store.list().expect("list").len(), 1);
+    }
+}
