@@ -262,6 +262,31 @@ fn slow_oversized_and_unauthenticated_requests_are_refused_early() {
     );
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(!text.contains("100 Continue"), "{text}");
+    // A client that writes a whole oversized body before reading (as most HTTP
+    // libraries do) sees the 413, not a broken pipe: declared and chunked. 12 MB is
+    // more than loopback buffers hold, so an unread body would fail the write.
+    let big = vec![b' '; 12 << 20];
+    let mut declared = head(&format!(
+        "Authorization: Bearer {token}\r\nContent-Length: {}\r\n",
+        big.len()
+    ))
+    .into_bytes();
+    declared.extend_from_slice(&big);
+    let mut chunked = head(&format!(
+        "Authorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n"
+    ))
+    .into_bytes();
+    for piece in big.chunks(64 << 10) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    for request in [declared, chunked] {
+        let (text, _) = exchange(addr, &request, Duration::from_secs(5));
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(text.contains("exceeds the limit"), "{text}");
+    }
     // A body that never arrives: 408 after the body deadline.
     let (text, _) = exchange(
         addr,

@@ -1,18 +1,22 @@
 //! What a request must pass before anything reads its body: header size, the token,
 //! the declared `Content-Length`; then the body itself is read under a deadline.
 //! A refused request costs the server almost nothing, and an `Expect: 100-continue`
-//! client is refused without being asked for its body.
+//! client is refused without being asked for its body. A client that sends an
+//! oversized body without asking first gets it read and discarded (up to
+//! [`DRAIN_LIMIT`]) before the 413, so that it sees the answer instead of a broken
+//! pipe while still writing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use futures_util::StreamExt;
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -25,6 +29,12 @@ const PUBLIC: &[&str] = &["/v1/health", "/v1beta/server_setting"];
 
 /// Most header fields of one request (431 above).
 const MAX_HEADER_FIELDS: usize = 100;
+
+/// Most bytes of an oversized body read and thrown away before answering 413.
+/// Clients that write the whole body before reading (most libraries) would otherwise
+/// fail with a broken pipe and never see why; a body declared larger than this is
+/// refused at once and the connection closed.
+const DRAIN_LIMIT: usize = 16 << 20;
 
 /// Refuses requests early, identifies the caller (kept in the request's extensions for
 /// handlers and the audit log), and reads the body within the configured time and size.
@@ -77,12 +87,16 @@ async fn admit_request(state: &Arc<AppState>, mut request: Request) -> Result<Re
             ),
         )
     };
-    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
-        return Err(too_large());
-    }
+    let asks_first = request.headers().contains_key(header::EXPECT);
     let (parts, body) = request.into_parts();
     let deadline = Duration::from_secs(limits.body_timeout_secs);
-    let read = Limited::new(body, limits.max_body_bytes).collect();
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        if !asks_first && declared.is_some_and(|n| n <= DRAIN_LIMIT as u64) {
+            let _ = tokio::time::timeout(deadline, read_body(body, 0, DRAIN_LIMIT)).await;
+        }
+        return Err(too_large());
+    }
+    let read = read_body(body, limits.max_body_bytes, DRAIN_LIMIT);
     let bytes = match tokio::time::timeout(deadline, read).await {
         Err(_) => {
             return Err(ApiError::new(
@@ -93,15 +107,45 @@ async fn admit_request(state: &Arc<AppState>, mut request: Request) -> Result<Re
                 ),
             ));
         }
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-        Ok(Err(e)) => {
+        Ok(Err(BodyError::TooLarge)) => return Err(too_large()),
+        Ok(Err(BodyError::Broken(e))) => {
             return Err(ApiError::bad_request(format!(
                 "cannot read the request body: {e}"
             )));
         }
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Ok(bytes)) => bytes,
     };
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Why a request body could not be taken.
+enum BodyError {
+    /// It is longer than the limit (what followed was drained, up to the drain limit).
+    TooLarge,
+    /// The connection failed while it was read.
+    Broken(axum::Error),
+}
+
+/// Reads a body of at most `limit` bytes. A longer one is read on, and thrown away,
+/// until it ends or `drain` bytes have come, so the client has finished writing when
+/// the refusal is sent.
+async fn read_body(body: Body, limit: usize, drain: usize) -> Result<Bytes, BodyError> {
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Broken)?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limit {
+            kept.extend_from_slice(&chunk);
+        } else if seen > drain {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(Bytes::from(kept))
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
