@@ -97,6 +97,7 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
         speculation,
         stop_rule: None,
         hint: Vec::new(),
+        constraint: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;

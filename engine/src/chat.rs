@@ -11,26 +11,76 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use minijinja::value::Kwargs;
 use minijinja::{Environment, ErrorKind, context};
 
 use crate::error::{EngineError, Result};
 use crate::model::Model;
 
 /// One message of a chat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Turn<'a> {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: &'a str,
     /// The message's text.
     pub content: &'a str,
+    /// The tools an assistant's turn called (empty otherwise).
+    pub tool_calls: &'a [ToolCall],
+}
+
+impl<'a> Turn<'a> {
+    /// A message of text only.
+    pub fn text(role: &'a str, content: &'a str) -> Self {
+        Self {
+            role,
+            content,
+            tool_calls: &[],
+        }
+    }
+}
+
+/// A call of a tool (a function) by the assistant, as chat templates render it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// The call's id, which the tool's answer names.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments, a JSON object.
+    pub arguments: serde_json::Value,
 }
 
 impl Model {
     /// The prompt for `turns` followed by the opening of the assistant's answer, which
     /// starts with `answer_prefix` (empty: the model writes the whole answer).
     pub fn chat_prompt(&self, turns: &[Turn<'_>], answer_prefix: &str) -> Result<Vec<u32>> {
+        self.chat_prompt_with_tools(turns, &[], answer_prefix)
+    }
+
+    /// Whether the model's chat template can show it tools (it reads `tools`).
+    pub fn supports_tools(&self) -> bool {
+        self.tokenizer()
+            .chat_template()
+            .is_some_and(|t| t.contains("tools") && t.contains("tool_call"))
+    }
+
+    /// [`Model::chat_prompt`] with `tools` (OpenAI's `{"type": "function", "function":
+    /// {…}}` objects) offered to the model by its template. Tools need a template that
+    /// reads them ([`Model::supports_tools`]); otherwise they are refused.
+    pub fn chat_prompt_with_tools(
+        &self,
+        turns: &[Turn<'_>],
+        tools: &[serde_json::Value],
+        answer_prefix: &str,
+    ) -> Result<Vec<u32>> {
+        let calls = turns.iter().any(|t| !t.tool_calls.is_empty());
+        if (!tools.is_empty() || calls) && !self.supports_tools() {
+            return Err(EngineError::InvalidRequest(
+                "this model's chat template has no tool calling".into(),
+            ));
+        }
         match self.tokenizer().chat_template() {
-            Some(template) => self.templated_prompt(template, turns, answer_prefix),
+            Some(template) => self.templated_prompt(template, turns, tools, answer_prefix),
             None => self.builtin_prompt(turns, answer_prefix),
         }
     }
@@ -41,6 +91,7 @@ impl Model {
         &self,
         template: &str,
         turns: &[Turn<'_>],
+        tools: &[serde_json::Value],
         answer_prefix: &str,
     ) -> Result<Vec<u32>> {
         let tok = self.tokenizer();
@@ -48,16 +99,41 @@ impl Model {
         let messages: Vec<_> = turns
             .iter()
             .enumerate()
-            .map(|(i, t)| context! { role => t.role, content => marker.of(i) })
+            .map(|(i, t)| {
+                // Empty text stays empty: templates test `message.content`.
+                let content = if t.content.is_empty() {
+                    String::new()
+                } else {
+                    marker.of(i)
+                };
+                if t.tool_calls.is_empty() {
+                    return context! { role => t.role, content => content };
+                }
+                let calls: Vec<_> = t
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        let arguments = minijinja::Value::from_serialize(&c.arguments);
+                        context! {
+                            id => c.id, type => "function",
+                            function => context! { name => c.name, arguments => arguments },
+                        }
+                    })
+                    .collect();
+                context! { role => t.role, content => content, tool_calls => calls }
+            })
             .collect();
+        let tools = (!tools.is_empty()).then(|| minijinja::Value::from_serialize(tools));
         let token_text = |id: Option<u32>| {
             id.map(|id| String::from_utf8_lossy(tok.token_bytes(id)).into_owned())
                 .unwrap_or_default()
         };
         let rendered = render(
+            tok.clone_controls(),
             template,
             context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => true,
                 bos_token => token_text(tok.bos()),
                 eos_token => token_text(tok.eos()),
@@ -134,8 +210,11 @@ impl Model {
 /// Renders `template` with `ctx`. A template that refuses the conversation
 /// (`raise_exception`, e.g. roles that do not alternate) is the request's fault; a
 /// template that cannot be compiled or run is the model's.
-fn render(template: &str, ctx: minijinja::Value) -> Result<String> {
+fn render(controls: Vec<String>, template: &str, ctx: minijinja::Value) -> Result<String> {
     let mut env = Environment::new();
+    env.add_filter("tojson", move |value: minijinja::Value, kwargs: Kwargs| {
+        to_json(&value, &kwargs, &controls)
+    });
     // As transformers and llama-cpp-python configure Jinja2.
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
@@ -184,6 +263,75 @@ fn render(template: &str, ctx: minijinja::Value) -> Result<String> {
         )),
         _ => EngineError::Tokenizer(format!("the model's chat template failed: {e}")),
     })
+}
+
+/// Jinja's `tojson` as transformers defines it for chat templates (Python's
+/// `json.dumps`: `", "` and `": "` separators, non-ASCII kept, `indent=N` honoured),
+/// with one safety addition: a control token's text inside a string (`<|im_end|>`)
+/// is written with its `<` escaped (`\u003c`, the same JSON value), so that tool
+/// definitions and arguments, which the client sends, can never open or close a turn.
+fn to_json(
+    value: &minijinja::Value,
+    kwargs: &Kwargs,
+    controls: &[String],
+) -> std::result::Result<String, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    // Python's other options (`ensure_ascii`, `sort_keys`, …) are accepted and ignored
+    // only where they cannot matter to a template's output.
+    let _: Option<minijinja::Value> = kwargs.get("ensure_ascii")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let mut out = String::new();
+    write_python_json(&json, indent, 0, &mut out);
+    for control in controls {
+        if out.contains(control.as_str()) {
+            let escaped = format!("\\u003c{}", &control[1..]);
+            out = out.replace(control.as_str(), &escaped);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `v` as Python's `json.dumps(v, ensure_ascii=False, indent=indent)` does.
+fn write_python_json(v: &serde_json::Value, indent: Option<usize>, depth: usize, out: &mut String) {
+    use serde_json::Value as J;
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * depth));
+        }
+    };
+    let item_sep = if indent.is_some() { "," } else { ", " };
+    match v {
+        J::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, depth + 1);
+                write_python_json(item, indent, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        J::Object(map) if !map.is_empty() => {
+            out.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, depth + 1);
+                out.push_str(&J::String(k.clone()).to_string());
+                out.push_str(": ");
+                write_python_json(item, indent, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian calendar).
@@ -291,14 +439,43 @@ mod tests {
     }
 
     #[test]
+    fn tojson_writes_as_python_and_never_spells_a_control_token() {
+        let tools = serde_json::json!([{"name": "f", "description": "ends <|im_end|> here ü",
+                                        "parameters": {"b": [1, 2], "a": {}}}]);
+        let controls = vec!["<|im_end|>".to_string()];
+        let ctx = context! { tools => minijinja::Value::from_serialize(&tools) };
+        let flat = render(controls.clone(), "{{ tools | tojson }}", ctx.clone()).expect("render");
+        assert_eq!(
+            flat,
+            r#"[{"name": "f", "description": "ends \u003c|im_end|> here ü", "parameters": {"b": [1, 2], "a": {}}}]"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&flat).expect("JSON");
+        assert_eq!(back, tools);
+        let indented = render(
+            controls,
+            "{{ tools[0].parameters | tojson(indent=2) }}",
+            ctx,
+        )
+        .expect("render");
+        assert_eq!(
+            indented,
+            "{\n  \"b\": [\n    1,\n    2\n  ],\n  \"a\": {}\n}"
+        );
+    }
+
+    #[test]
     fn a_template_that_raises_is_the_requests_fault() {
-        let err = render("{{ raise_exception('roles must alternate') }}", context! {})
-            .expect_err("raises");
+        let err = render(
+            Vec::new(),
+            "{{ raise_exception('roles must alternate') }}",
+            context! {},
+        )
+        .expect_err("raises");
         assert!(
             matches!(err, EngineError::InvalidRequest(ref m) if m.contains("roles must alternate")),
             "{err}"
         );
-        let err = render("{% if %}", context! {}).expect_err("does not compile");
+        let err = render(Vec::new(), "{% if %}", context! {}).expect_err("does not compile");
         assert!(matches!(err, EngineError::Tokenizer(_)), "{err}");
     }
 }

@@ -63,6 +63,9 @@ pub struct GenerationRequest {
     /// like any draft: the output is the same with or without them); unused when
     /// speculation is off.
     pub hint: Vec<u32>,
+    /// A grammar the output must match (see [`crate::Model::constraint`]): only tokens
+    /// it allows are chosen, and the generation ends where it is complete.
+    pub constraint: Option<crate::constraint::Constraint>,
 }
 
 impl GenerationRequest {
@@ -77,6 +80,7 @@ impl GenerationRequest {
             speculation: crate::speculation::Speculation::default(),
             stop_rule: None,
             hint: Vec::new(),
+            constraint: None,
         }
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod chat;
 pub mod checksum;
+pub mod constraint;
 pub mod error;
 pub mod fim;
 pub mod footprint;
@@ -35,7 +36,8 @@ pub mod speculation;
 pub mod stop;
 pub mod tokenizer;
 
-pub use chat::Turn;
+pub use chat::{ToolCall, Turn};
+pub use constraint::{Constraint, GrammarSpec};
 pub use error::{EngineError, Result};
 pub use fim::{FimStyle, FimTemplate, RepoContext, RepoFile};
 pub use generation::{

@@ -346,6 +346,11 @@ impl Tokenizer {
         self.vocab.get(text).copied()
     }
 
+    /// The control tokens' texts, longest first.
+    pub fn clone_controls(&self) -> Vec<String> {
+        self.controls.iter().map(|(text, _)| text.clone()).collect()
+    }
+
     /// Whether `id` is a control token.
     pub fn is_control(&self, id: u32) -> bool {
         matches!(self.kinds.get(id as usize), Some(TokenKind::Control))

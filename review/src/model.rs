@@ -104,6 +104,7 @@ impl EngineModel {
             speculation: self.speculation,
             stop_rule,
             hint: Vec::new(),
+            constraint: None,
         };
         let out = self
             .engine
@@ -128,22 +129,10 @@ impl EngineModel {
 pub fn chat_ids(model: &Model, system: &str, user: &str, prefix: &str) -> engine::Result<Vec<u32>> {
     let (example_user, example_answer) = example_turn();
     let turns = [
-        Turn {
-            role: "system",
-            content: system,
-        },
-        Turn {
-            role: "user",
-            content: &example_user,
-        },
-        Turn {
-            role: "assistant",
-            content: &example_answer,
-        },
-        Turn {
-            role: "user",
-            content: user,
-        },
+        Turn::text("system", system),
+        Turn::text("user", &example_user),
+        Turn::text("assistant", &example_answer),
+        Turn::text("user", user),
     ];
     model.chat_prompt(&turns, prefix)
 }

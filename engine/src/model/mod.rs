@@ -57,6 +57,8 @@ pub struct Model {
     tokenizer: Tokenizer,
     fim: FimTemplate,
     info: ModelInfo,
+    /// The vocabulary as the grammar engine sees it (built on first use).
+    grammars: crate::constraint::GrammarCell,
 }
 
 impl std::fmt::Debug for Model {
@@ -132,6 +134,7 @@ impl Model {
             tokenizer,
             fim,
             info,
+            grammars: Default::default(),
         })
     }
 
@@ -164,7 +167,19 @@ impl Model {
             tokenizer,
             fim,
             info,
+            grammars: Default::default(),
         })
+    }
+
+    /// Compiles `spec` into a [`Constraint`](crate::constraint::Constraint) for this
+    /// model's vocabulary (for [`GenerationRequest::constraint`](crate::GenerationRequest)).
+    /// A schema or grammar that cannot be enforced is an
+    /// [`EngineError::InvalidRequest`](crate::EngineError) naming what is unsupported.
+    pub fn constraint(
+        &self,
+        spec: &crate::constraint::GrammarSpec,
+    ) -> Result<crate::constraint::Constraint> {
+        crate::constraint::Constraint::compile(&self.grammars, &self.tokenizer, spec)
     }
 
     /// Facts about the model.

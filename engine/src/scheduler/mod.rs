@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::constraint::Constraint;
 use crate::error::{EngineError, Result};
 use crate::generation::{
     EventSink, FinishReason, Generation, GenerationCollector, GenerationEvent, GenerationRequest,
@@ -250,12 +251,15 @@ struct Sequence {
     /// Generated tokens whose key/value state is in the cache.
     fed_generated: usize,
     drafter: Option<Drafter>,
+    /// The grammar the output must match, at the output's current end.
+    constraint: Option<Constraint>,
     finished: Option<FinishReason>,
     sink_gone: bool,
 }
 
 impl Sequence {
-    fn new(job: Job, cache: KvCache, reused: usize, draft: Option<&Model>) -> Self {
+    fn new(mut job: Job, cache: KvCache, reused: usize, draft: Option<&Model>) -> Self {
+        let constraint = job.request.constraint.take();
         let sampler = Sampler::new(job.request.sampling.clone(), &job.request.prompt);
         let stop = StopMatcher::new(&job.request.stop);
         let drafter = Drafter::new(job.request.speculation);
@@ -281,6 +285,7 @@ impl Sequence {
             decode_steps: 0,
             fed_generated: 0,
             drafter,
+            constraint,
             finished: None,
             sink_gone: false,
         }

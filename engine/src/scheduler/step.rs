@@ -11,7 +11,7 @@ use candle_core::Tensor;
 
 use super::{Sequence, Worker};
 use crate::error::{EngineError, Result};
-use crate::generation::GenerationEvent;
+use crate::generation::{FinishReason, GenerationEvent};
 use crate::model::Model;
 use crate::model::transformer::{EXACT_ROWS, LogitsWanted, StepInput};
 use crate::speculation::StepCost;
@@ -331,12 +331,34 @@ impl Sequence {
         }
         self.pending = None;
         let mut accepted = 0;
+        let mut masked = Vec::new();
         for (r, row) in rows.iter().enumerate() {
+            let row: &[f32] = match self.constraint.as_mut() {
+                Some(c) => {
+                    masked.clone_from(row);
+                    if let Err(e) = c.restrict(&mut masked) {
+                        self.fail(e);
+                        return accepted;
+                    }
+                    &masked
+                }
+                None => row,
+            };
             let (token, is_draft) = match entry.draft.get(r) {
                 Some(&d) => self.sampler.verify(row, d),
                 None => (self.sampler.sample(row), false),
             };
+            if let Some(Err(e)) = self.constraint.as_mut().map(|c| c.advance(token)) {
+                self.fail(e);
+                return accepted;
+            }
             self.accept(token, model);
+            if self.finished.is_none() && self.constraint.as_ref().is_some_and(|c| c.is_complete())
+            {
+                // The grammar allows nothing more: the output ends here.
+                self.finished = Some(FinishReason::Stop);
+                self.pending = None;
+            }
             if !is_draft || self.finished.is_some() {
                 accepted += usize::from(is_draft);
                 break;

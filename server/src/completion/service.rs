@@ -187,6 +187,7 @@ fn generation_request(
         speculation: input.speculation,
         stop_rule: Some(stop_rule(&input.prefix, &input.suffix, mode, cfg.max_lines)),
         hint,
+        constraint: None,
     }
 }
 

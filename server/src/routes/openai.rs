@@ -23,6 +23,7 @@ use crate::http::gate::Slot;
 use crate::http::observe::{AuditInfo, AuditSlot};
 use crate::models::{ModelLease, ServedModel};
 use crate::routes::openai_fields::{self, Endpoint};
+use crate::routes::openai_tools::{self, CallReader, ParsedCall, Piece};
 use crate::state::{AppState, Caller};
 
 /// `stop`: one string or several.
@@ -90,8 +91,7 @@ struct LegacyRequest {
     common: Common,
 }
 
-/// One message of a chat. Fields are checked: tool calls in an assistant turn would
-/// be dropped by this server, so they are refused rather than ignored.
+/// One message of a chat. Every field is read or refused.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChatMessage {
@@ -100,13 +100,39 @@ struct ChatMessage {
     /// A participant's name: the chat templates do not render it; harmless.
     #[allow(dead_code)]
     name: Option<String>,
-    /// The call a `tool` message answers (templates render the content only).
+    /// The call a `tool` message answers (templates render the answers in order).
     #[allow(dead_code)]
     tool_call_id: Option<String>,
-    /// Tool calls of an assistant turn: only an empty list is accepted.
-    tool_calls: Option<Vec<Value>>,
+    /// Tool calls of an assistant turn, rendered by the model's template.
+    tool_calls: Option<Vec<MessageToolCall>>,
     /// An assistant turn's refusal text: only `null` is accepted.
     refusal: Option<String>,
+}
+
+/// A tool call in an earlier assistant turn.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageToolCall {
+    id: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: MessageFunction,
+}
+
+/// The function and arguments (a JSON object in a string) of a [`MessageToolCall`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageFunction {
+    name: String,
+    arguments: String,
+}
+
+/// A checked message: role, text and the tools it called.
+#[derive(Debug, Clone)]
+struct Said {
+    role: String,
+    content: String,
+    calls: Vec<engine::ToolCall>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +153,10 @@ struct ContentPart {
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     messages: Vec<ChatMessage>,
+    tools: Option<Vec<Value>>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+    response_format: Option<Value>,
     #[serde(flatten)]
     common: Common,
 }
@@ -227,6 +257,7 @@ fn generation(
         speculation: crate::routes::request_speculation(model, common.speculation.as_deref())?,
         stop_rule: None,
         hint: Vec::new(),
+        constraint: None,
     };
     Ok((request, common.stream, include_usage))
 }
@@ -314,10 +345,10 @@ pub async fn legacy_completions(
     if stream {
         let chunk_head = head.clone();
         let chunk = move |text: &str, finish: Option<&str>| {
-            chunk_head.object(
+            vec![chunk_head.object(
                 "text_completion",
                 json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]),
-            )
+            )]
         };
         audit.update(|a| {
             a.prompt = Some(text);
@@ -395,28 +426,62 @@ pub async fn chat_completions(
         ));
     };
     openai_fields::check(Endpoint::Chat, fields)?;
-    let req: ChatRequest = serde_json::from_value(body)
+    let mut req: ChatRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::unprocessable(format!("invalid chat completions request: {e}")))?;
     check_common(&req.common)?;
     let messages = chat_messages(&req.messages)?;
+    let tools = openai_tools::plan(
+        req.tools.take(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls,
+    )?;
+    let answer = openai_tools::answer_schema(req.response_format.take())?;
     let lease = state
         .lease(ModelRole::Chat, req.common.model.as_deref(), &audit)
         .await?;
     let model = lease.engine.model().clone();
-    let texts: Vec<&str> = messages.iter().map(|(_, c)| c.as_str()).collect();
+    let uses_tools = tools.is_some() || messages.iter().any(|m| !m.calls.is_empty());
+    if uses_tools && !model.supports_tools() {
+        return Err(ApiError::unprocessable(format!(
+            "model `{}` has no tool calling in its chat template; use a model that has (e.g. Qwen2.5-Coder-Instruct)",
+            lease.model.id
+        ))
+        .with_param("tools"));
+    }
+    let texts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
     let rendered = messages.clone();
+    let specs = tools.as_ref().map(|t| t.specs.clone()).unwrap_or_default();
     let prompt = tokenize(&state, &lease, &texts, move |model| {
         let turns: Vec<engine::Turn<'_>> = rendered
             .iter()
-            .map(|(role, content)| engine::Turn { role, content })
+            .map(|m| engine::Turn {
+                role: &m.role,
+                content: &m.content,
+                tool_calls: &m.calls,
+            })
             .collect();
-        model.chat_prompt(&turns, "")
+        model.chat_prompt_with_tools(&turns, &specs, "")
     })
     .await?;
     let (mut request, stream, include_usage) =
         generation(&state, &lease.model, prompt, req.common, 256)?;
     if model.tokenizer().token_id("<|im_end|>").is_none() {
         request.stop.push("\nuser:".into());
+    }
+    let grammar = match (&tools, answer) {
+        (Some(t), answer) => t
+            .grammar()
+            .or_else(|| answer.map(|a| t.calls_or(&a)))
+            .map(|g| (g, "tools")),
+        (None, Some(a)) => Some((engine::GrammarSpec::JsonSchema(a), "response_format")),
+        (None, None) => None,
+    };
+    if let Some((spec, param)) = grammar {
+        let model = model.clone();
+        let compiled = tokio::task::spawn_blocking(move || model.constraint(&spec))
+            .await
+            .map_err(|_| ApiError::internal("the grammar task failed"))?;
+        request.constraint = Some(compiled.map_err(|e| ApiError::from(e).with_param(param))?);
     }
     let prompt_len = request.prompt.len() as i64;
     let running = generate::start(&lease.engine, request)?;
@@ -426,7 +491,8 @@ pub async fn chat_completions(
             a.prompt = Some(transcript(&messages));
             a.prompt_tokens = Some(prompt_len);
         });
-        let (first, chunk) = chat_chunks(head.clone());
+        let reader = tools.as_ref().map(CallReader::new);
+        let (first, chunk) = chat_chunks(head.clone(), reader);
         return Ok(sse(
             running,
             (permit, lease),
@@ -438,7 +504,35 @@ pub async fn chat_completions(
     }
     let out = running.collect().await?;
     drop((permit, lease));
-    let choice = json!({"index": 0, "message": {"role": "assistant", "content": out.text}});
+    let mut message = json!({"role": "assistant", "content": out.text});
+    let mut finish = None;
+    if let Some(t) = &tools {
+        let mut reader = CallReader::new(t);
+        let mut pieces = reader.push(&out.text);
+        pieces.extend(reader.finish());
+        let mut content = String::new();
+        let mut calls = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Content(text) => content.push_str(&text),
+                Piece::Call(call) => calls.push(tool_call_json(&head, calls.len(), &call)),
+            }
+        }
+        if !calls.is_empty() {
+            let content = content.trim();
+            message["content"] = if content.is_empty() {
+                Value::Null
+            } else {
+                json!(content)
+            };
+            message["tool_calls"] = json!(calls);
+            finish = Some("tool_calls");
+        }
+    }
+    let mut choice = json!({"index": 0, "message": message});
+    if let Some(f) = finish {
+        choice["finish_reason"] = json!(f);
+    }
     Ok(answered(
         &head,
         "chat.completion",
@@ -446,6 +540,15 @@ pub async fn chat_completions(
         out,
         transcript(&messages),
     ))
+}
+
+/// OpenAI's object for the `index`th tool call of an answer.
+fn tool_call_json(head: &Head, index: usize, call: &ParsedCall) -> Value {
+    json!({
+        "id": format!("call-{}-{index}", head.id),
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    })
 }
 
 /// A finished (not streamed) answer: OpenAI's body around `choice` (with the finish
@@ -457,7 +560,9 @@ fn answered(
     out: engine::Generation,
     prompt: String,
 ) -> Response {
-    choice["finish_reason"] = json!(out.stats.finish_reason.as_str());
+    if choice.get("finish_reason").is_none() {
+        choice["finish_reason"] = json!(out.stats.finish_reason.as_str());
+    }
     let mut body = head.object(object, json!([choice]));
     body["usage"] = usage(out.stats.prompt_tokens, out.stats.generated_tokens);
     let mut response = Json(body).into_response();
@@ -474,7 +579,7 @@ fn answered(
 
 /// The chat's messages as (role, text): known roles only (`developer` is `system`),
 /// text content parts only.
-fn chat_messages(sent: &[ChatMessage]) -> Result<Vec<(String, String)>, ApiError> {
+fn chat_messages(sent: &[ChatMessage]) -> Result<Vec<Said>, ApiError> {
     if sent.is_empty() {
         return Err(ApiError::unprocessable("`messages` must not be empty"));
     }
@@ -489,11 +594,29 @@ fn chat_messages(sent: &[ChatMessage]) -> Result<Vec<(String, String)>, ApiError
                 m.role
             )));
         }
-        if m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) {
-            return Err(ApiError::unprocessable(
-                "`tool_calls` in messages are not supported by this server (tool calling is not implemented)",
-            )
-            .with_param("messages"));
+        let mut calls = Vec::new();
+        for call in m.tool_calls.iter().flatten() {
+            let bad = |why: String| ApiError::unprocessable(why).with_param("messages");
+            if m.role != "assistant" {
+                return Err(bad(format!(
+                    "a `{}` message cannot have `tool_calls`",
+                    m.role
+                )));
+            }
+            if call.kind.as_deref().is_some_and(|k| k != "function") {
+                return Err(bad("tool calls in messages are of type `function`".into()));
+            }
+            let arguments: Value = serde_json::from_str(&call.function.arguments).map_err(|e| {
+                bad(format!(
+                    "the arguments of tool call `{}` are not JSON: {e}",
+                    call.id
+                ))
+            })?;
+            calls.push(engine::ToolCall {
+                id: call.id.clone(),
+                name: call.function.name.clone(),
+                arguments,
+            });
         }
         if m.refusal.is_some() {
             return Err(ApiError::unprocessable(
@@ -523,18 +646,25 @@ fn chat_messages(sent: &[ChatMessage]) -> Result<Vec<(String, String)>, ApiError
         } else {
             m.role.as_str()
         };
-        messages.push((role.to_string(), content));
+        messages.push(Said {
+            role: role.to_string(),
+            content,
+            calls,
+        });
     }
     Ok(messages)
 }
 
 /// The first chunk of a streamed chat (the assistant's role) and the function that
-/// makes the following ones (a text delta, or the end with its finish reason).
+/// makes the following ones: text deltas, tool calls (each whole, in one delta, read
+/// by `reader` when the request has tools), and the end with its finish reason
+/// (`tool_calls` when calls were made).
 fn chat_chunks(
     head: Head,
+    mut reader: Option<CallReader>,
 ) -> (
     Value,
-    impl Fn(&str, Option<&str>) -> Value + Send + Sync + 'static,
+    impl FnMut(&str, Option<&str>) -> Vec<Value> + Send + 'static,
 ) {
     const CHUNK: &str = "chat.completion.chunk";
     let first = head.object(
@@ -542,24 +672,60 @@ fn chat_chunks(
         json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
     );
     let chunk = move |text: &str, finish: Option<&str>| {
-        let delta = if finish.is_some() {
-            json!({})
-        } else {
-            json!({"content": text})
+        let delta = |delta: Value, finish: Option<&str>| {
+            head.object(
+                CHUNK,
+                json!([{"index": 0, "delta": delta, "finish_reason": finish}]),
+            )
         };
-        head.object(
-            CHUNK,
-            json!([{"index": 0, "delta": delta, "finish_reason": finish}]),
-        )
+        let Some(reader) = reader.as_mut() else {
+            return vec![match finish {
+                Some(f) => delta(json!({}), Some(f)),
+                None => delta(json!({"content": text}), None),
+            }];
+        };
+        let mut pieces = reader.push(text);
+        if finish.is_some() {
+            pieces.extend(reader.finish());
+        }
+        let mut out = Vec::new();
+        let mut index = reader.calls()
+            - pieces
+                .iter()
+                .filter(|p| matches!(p, Piece::Call(_)))
+                .count();
+        for piece in pieces {
+            match piece {
+                Piece::Content(t) => out.push(delta(json!({"content": t}), None)),
+                Piece::Call(call) => {
+                    let mut c = tool_call_json(&head, index, &call);
+                    c["index"] = json!(index);
+                    out.push(delta(json!({"tool_calls": [c]}), None));
+                    index += 1;
+                }
+            }
+        }
+        if let Some(f) = finish {
+            let f = if reader.calls() > 0 { "tool_calls" } else { f };
+            out.push(delta(json!({}), Some(f)));
+        }
+        out
     };
     (first, chunk)
 }
 
 /// A chat as one text, for the audit log.
-fn transcript(messages: &[(String, String)]) -> String {
+fn transcript(messages: &[Said]) -> String {
     messages
         .iter()
-        .map(|(r, c)| format!("{r}: {c}"))
+        .map(|m| {
+            let calls: Vec<String> = m
+                .calls
+                .iter()
+                .map(|c| format!("\n[call {}: {} {}]", c.id, c.name, c.arguments))
+                .collect();
+            format!("{}: {}{}", m.role, m.content, calls.concat())
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -578,23 +744,21 @@ fn sse<F, H>(
     audit: AuditSlot,
 ) -> Response
 where
-    F: Fn(&str, Option<&str>) -> Value + Send + Sync + 'static,
+    F: FnMut(&str, Option<&str>) -> Vec<Value> + Send + 'static,
     H: Send + 'static,
 {
     let head =
         stream::iter(first.map(|v| Ok::<_, Infallible>(Event::default().data(v.to_string()))));
-    let chunk = Arc::new(chunk);
     let body = stream::unfold(
-        (running, Some(held), false, StreamTally::new(audit)),
-        move |(mut running, held, done, mut tally)| {
-            let chunk = chunk.clone();
+        (running, Some(held), false, StreamTally::new(audit), chunk),
+        move |(mut running, held, done, mut tally, mut chunk)| {
             let usage = usage.clone();
             async move {
                 if done {
                     return None;
                 }
                 let event = running.events.recv().await;
-                let (data, finished) = stream_data(event, &mut tally, &*chunk, usage.as_ref());
+                let (data, finished) = stream_data(event, &mut tally, &mut chunk, usage.as_ref());
                 let mut events: Vec<Result<Event, Infallible>> = data
                     .into_iter()
                     .map(|d| Ok(Event::default().data(d.to_string())))
@@ -606,7 +770,10 @@ where
                 } else {
                     held
                 };
-                Some((stream::iter(events), (running, held, finished, tally)))
+                Some((
+                    stream::iter(events),
+                    (running, held, finished, tally, chunk),
+                ))
             }
         },
     )
@@ -623,7 +790,7 @@ where
 fn stream_data(
     event: Option<GenerationEvent>,
     tally: &mut StreamTally,
-    chunk: &dyn Fn(&str, Option<&str>) -> Value,
+    chunk: &mut dyn FnMut(&str, Option<&str>) -> Vec<Value>,
     usage_head: Option<&Head>,
 ) -> (Vec<Value>, bool) {
     let with_usage = |mut v: Value| {
@@ -636,13 +803,23 @@ fn stream_data(
         Some(GenerationEvent::Text { text, tokens }) => {
             tally.text.push_str(&text);
             tally.generated += tokens.len();
-            (vec![with_usage(chunk(&text, None))], false)
+            (
+                chunk(&text, None).into_iter().map(with_usage).collect(),
+                false,
+            )
         }
         Some(GenerationEvent::Finished(stats)) => {
             tally.finished(&stats);
-            let mut data = vec![with_usage(chunk("", Some(stats.finish_reason.as_str())))];
+            let mut data: Vec<Value> = chunk("", Some(stats.finish_reason.as_str()))
+                .into_iter()
+                .map(with_usage)
+                .collect();
             if let Some(head) = usage_head {
-                let object = data[0]["object"].as_str().unwrap_or("").to_string();
+                let object = data
+                    .first()
+                    .and_then(|d| d["object"].as_str())
+                    .unwrap_or("")
+                    .to_string();
                 let mut counts = head.object(&object, json!([]));
                 counts["usage"] = usage(stats.prompt_tokens, stats.generated_tokens);
                 data.push(counts);

@@ -7,7 +7,7 @@
 //! - fields that change nothing in the answer (end-user ids, metadata for OpenAI's own
 //!   dashboards) are accepted and ignored: [`HARMLESS`];
 //! - fields we do not implement are accepted only with the value that means "off"
-//!   (`logprobs: false`, `tools: []`, `response_format: {"type": "text"}`, …),
+//!   (`logprobs: false`, `logit_bias: {}`, `functions: []`, …),
 //!   which some clients send on every request; any other value is a 422 naming the
 //!   field;
 //! - a field nobody defines is a 422 naming it, as OpenAI answers.
@@ -58,7 +58,13 @@ fn implemented(endpoint: Endpoint, name: &str) -> bool {
         "speculation",
     ];
     let own: &[&str] = match endpoint {
-        Endpoint::Chat => &["messages"],
+        Endpoint::Chat => &[
+            "messages",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+        ],
         // `echo` is read: only `false` is accepted, with its own message.
         Endpoint::Legacy => &["prompt", "suffix", "echo"],
     };
@@ -80,16 +86,9 @@ fn is_off(endpoint: Endpoint, name: &str, value: &Value) -> Option<bool> {
         (Endpoint::Chat, "top_logprobs") => zero(),
         (Endpoint::Legacy, "logprobs") => false,
         (Endpoint::Legacy, "best_of") => value.as_u64() == Some(1),
-        (Endpoint::Chat, "tools" | "functions") => empty(),
-        // Without tools, `auto` and `none` both mean "answer in text".
-        (Endpoint::Chat, "tool_choice" | "function_call") => {
-            matches!(value.as_str(), Some("auto" | "none"))
-        }
-        (Endpoint::Chat, "parallel_tool_calls") => value.is_boolean(),
-        (Endpoint::Chat, "response_format") => {
-            value.get("type").and_then(Value::as_str) == Some("text")
-                && value.as_object().is_some_and(|o| o.len() == 1)
-        }
+        // The deprecated forms of `tools` and `tool_choice`.
+        (Endpoint::Chat, "functions") => empty(),
+        (Endpoint::Chat, "function_call") => matches!(value.as_str(), Some("auto" | "none")),
         (Endpoint::Chat, "modalities") => value
             .as_array()
             .is_some_and(|a| a == &[Value::from("text")]),
@@ -151,8 +150,7 @@ mod tests {
     #[test]
     fn features_that_are_off_pass() {
         let body = json!({
-            "messages": [], "logit_bias": {}, "top_logprobs": 0, "logprobs": false, "tools": [], "tool_choice": "none",
-            "parallel_tool_calls": true, "response_format": {"type": "text"},
+            "messages": [], "logit_bias": {}, "top_logprobs": 0, "logprobs": false, "functions": [], "function_call": "none",
             "modalities": ["text"],
         });
         assert!(run(Endpoint::Chat, body).is_ok());
@@ -163,18 +161,8 @@ mod tests {
         let cases = [
             (
                 Endpoint::Chat,
-                json!({"tools": [{"type": "function"}]}),
-                "tools",
-            ),
-            (
-                Endpoint::Chat,
-                json!({"tool_choice": "required"}),
-                "tool_choice",
-            ),
-            (
-                Endpoint::Chat,
-                json!({"response_format": {"type": "json_object"}}),
-                "response_format",
+                json!({"function_call": {"name": "f"}}),
+                "function_call",
             ),
             (Endpoint::Chat, json!({"logprobs": true}), "logprobs"),
             (Endpoint::Chat, json!({"top_logprobs": 3}), "top_logprobs"),

@@ -1,0 +1,572 @@
+//! Tool calling and structured output for chat completions: OpenAI's `tools`,
+//! `tool_choice`, `parallel_tool_calls` and `response_format` turned into what the
+//! engine does — tools rendered by the model's chat template, grammars that force a
+//! call (`required`, a named function) or a JSON answer, and the model's
+//! `<tool_call>{"name": …, "arguments": …}</tool_call>` blocks read back into
+//! OpenAI's `tool_calls`, whole or as a stream.
+
+use engine::GrammarSpec;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+/// Where a tool call starts and ends in the output of models with Hermes-style tool
+/// templates (Qwen2.5, Qwen2.5-Coder).
+const OPEN: &str = "<tool_call>";
+const CLOSE: &str = "</tool_call>";
+
+/// One entry of `tools`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    #[serde(rename = "type")]
+    kind: String,
+    function: Option<FunctionSpec>,
+}
+
+/// A function a tool entry describes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FunctionSpec {
+    name: String,
+    description: Option<String>,
+    parameters: Option<Value>,
+    /// OpenAI's strict mode: arguments always match the schema. Calls this server
+    /// forces are always constrained; `auto` calls are not (see the docs).
+    strict: Option<bool>,
+}
+
+/// `response_format`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResponseFormat {
+    /// Plain text (the default).
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching a schema.
+    JsonSchema {
+        /// The schema and its name.
+        json_schema: JsonSchemaFormat,
+    },
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSchemaFormat {
+    name: String,
+    #[allow(dead_code)]
+    description: Option<String>,
+    schema: Option<Value>,
+    #[allow(dead_code)]
+    strict: Option<bool>,
+}
+
+/// How the model may use the tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// Text or calls, as the model decides.
+    Auto,
+    /// At least one call.
+    Required,
+    /// A call of this function.
+    Named(String),
+}
+
+/// The tools of a request, checked: what the template shows, how the model must use
+/// them, and whether several calls may come at once.
+#[derive(Debug)]
+pub struct Tools {
+    /// The tools as the chat template receives them (OpenAI's objects, checked).
+    pub specs: Vec<Value>,
+    names: Vec<String>,
+    /// How the model may use them.
+    pub choice: Choice,
+    parallel: bool,
+}
+
+/// Checks `tools`, `tool_choice` and `parallel_tool_calls`; `None` when the model is
+/// to answer in text (no tools, or `tool_choice: "none"`).
+pub fn plan(
+    tools: Option<Vec<Value>>,
+    tool_choice: Option<&Value>,
+    parallel: Option<bool>,
+) -> Result<Option<Tools>, ApiError> {
+    let tools = tools.unwrap_or_default();
+    let bad_choice = |m: String| ApiError::unprocessable(m).with_param("tool_choice");
+    let choice = match tool_choice {
+        None => Choice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Choice::Auto,
+            "none" => return Ok(None),
+            "required" => Choice::Required,
+            other => {
+                return Err(bad_choice(format!(
+                    "`tool_choice` is `auto`, `none`, `required` or a named function, not `{other}`"
+                )));
+            }
+        },
+        Some(v) => match (
+            v.get("type").and_then(Value::as_str),
+            v.pointer("/function/name").and_then(Value::as_str),
+        ) {
+            (Some("function"), Some(name)) => Choice::Named(name.to_string()),
+            _ => {
+                return Err(bad_choice(
+                    "a named `tool_choice` is `{\"type\": \"function\", \"function\": {\"name\": …}}`"
+                        .into(),
+                ));
+            }
+        },
+    };
+    if tools.is_empty() {
+        return match choice {
+            Choice::Auto => Ok(None),
+            _ => Err(bad_choice("`tool_choice` needs `tools`".into())),
+        };
+    }
+    let mut specs = Vec::with_capacity(tools.len());
+    let mut names: Vec<String> = Vec::with_capacity(tools.len());
+    for tool in tools {
+        let bad = |m: String| ApiError::unprocessable(m).with_param("tools");
+        let kind = tool.get("type").and_then(Value::as_str).unwrap_or("");
+        if kind != "function" {
+            return Err(bad(format!(
+                "tool type `{kind}` is not supported (only `function`)"
+            )));
+        }
+        let tool: ToolSpec =
+            serde_json::from_value(tool).map_err(|e| bad(format!("invalid tool: {e}")))?;
+        if tool.kind != "function" {
+            return Err(bad(format!(
+                "tool type `{}` is not supported (only `function`)",
+                tool.kind
+            )));
+        }
+        let Some(f) = tool.function else {
+            return Err(bad("a function tool needs `function`".into()));
+        };
+        let valid = !f.name.is_empty()
+            && f.name.len() <= 64
+            && f.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(bad(format!(
+                "function name `{}` must be 1 to 64 letters, digits, `_` or `-`",
+                f.name
+            )));
+        }
+        if names.contains(&f.name) {
+            return Err(bad(format!("function `{}` is listed twice", f.name)));
+        }
+        let parameters = f
+            .parameters
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        if !parameters.is_object() {
+            return Err(bad(format!(
+                "the parameters of `{}` must be a JSON Schema object",
+                f.name
+            )));
+        }
+        let mut function = json!({"name": f.name});
+        if let Some(d) = f.description {
+            function["description"] = json!(d);
+        }
+        function["parameters"] = parameters;
+        if let Some(strict) = f.strict {
+            function["strict"] = json!(strict);
+        }
+        specs.push(json!({"type": "function", "function": function}));
+        names.push(f.name);
+    }
+    if let Choice::Named(name) = &choice
+        && !names.contains(name)
+    {
+        return Err(bad_choice(format!(
+            "`tool_choice` names `{name}`, which is not among `tools`"
+        )));
+    }
+    Ok(Some(Tools {
+        specs,
+        names,
+        choice,
+        parallel: parallel.unwrap_or(true),
+    }))
+}
+
+/// How the JSON inside a forced call is written (as Qwen's template shows calls).
+const LAYOUT: &str =
+    r#"{"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}"#;
+
+impl Tools {
+    /// The grammar that forces a call (`required`, a named function): one call, or
+    /// several when `parallel_tool_calls` allows, each `{"name": …, "arguments": …}`
+    /// with the arguments valid against that function's parameter schema. `None` for
+    /// `auto` (the model may answer in text; calls are read back afterwards).
+    pub fn grammar(&self) -> Option<GrammarSpec> {
+        let names: Vec<&String> = match &self.choice {
+            Choice::Auto => return None,
+            Choice::Required => self.names.iter().collect(),
+            Choice::Named(n) => vec![n],
+        };
+        Some(GrammarSpec::Lark(self.calls_grammar(&names, "start")))
+    }
+
+    /// Lark rules named `rule` for one or more calls of the functions `names`.
+    fn calls_grammar(&self, names: &[&String], rule: &str) -> String {
+        let alternatives: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let parameters = self
+                    .specs
+                    .iter()
+                    .find(|s| s["function"]["name"] == name.as_str())
+                    .map(|s| s["function"]["parameters"].clone())
+                    .unwrap_or_else(|| json!({"type": "object"}));
+                // Written by hand so that `name` comes before `arguments`.
+                format!(
+                    r#"{{"type": "object", "properties": {{"name": {{"const": {}}}, "arguments": {}}}, "required": ["name", "arguments"], "additionalProperties": false}}"#,
+                    Value::from(name.as_str()),
+                    parameters
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"anyOf": [{}], "x-guidance": {LAYOUT}}}"#,
+            alternatives.join(", ")
+        );
+        let repeat = if self.parallel {
+            format!(r#" ("\n" {rule}_call)*"#)
+        } else {
+            String::new()
+        };
+        format!(
+            "{rule}: {rule}_call{repeat}\n{rule}_call: \"{OPEN}\\n\" {rule}_body \"\\n{CLOSE}\"\n{rule}_body: %json {body}\n"
+        )
+    }
+
+    /// The grammar for `auto` with a JSON `response_format`: either calls, or the
+    /// JSON answer.
+    pub fn calls_or(&self, answer: &Value) -> GrammarSpec {
+        let names: Vec<&String> = self.names.iter().collect();
+        let mut answer = answer.clone();
+        if let Some(map) = answer.as_object_mut() {
+            map.entry("x-guidance")
+                .or_insert_with(|| serde_json::from_str(LAYOUT).unwrap_or(Value::Null));
+        }
+        GrammarSpec::Lark(format!(
+            "start: calls | answer\nanswer: %json {answer}\n{}",
+            self.calls_grammar(&names, "calls")
+        ))
+    }
+}
+
+/// The JSON Schema a `response_format` asks for (`None` for text).
+pub fn answer_schema(format: Option<Value>) -> Result<Option<Value>, ApiError> {
+    let format = format
+        .map(serde_json::from_value::<ResponseFormat>)
+        .transpose()
+        .map_err(|e| {
+            ApiError::unprocessable(format!(
+                "`response_format` is `{{\"type\": \"text\"}}`, `{{\"type\": \"json_object\"}}` or `{{\"type\": \"json_schema\", \"json_schema\": {{\"name\": …, \"schema\": …}}}}`: {e}"
+            ))
+            .with_param("response_format")
+        })?;
+    match format {
+        None | Some(ResponseFormat::Text) => Ok(None),
+        Some(ResponseFormat::JsonObject) => Ok(Some(json!({"type": "object"}))),
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            if json_schema.name.is_empty() {
+                return Err(
+                    ApiError::unprocessable("`json_schema.name` must not be empty")
+                        .with_param("response_format"),
+                );
+            }
+            match json_schema.schema {
+                Some(s) if s.is_object() || s.is_boolean() => Ok(Some(s)),
+                Some(_) => Err(ApiError::unprocessable(
+                    "`json_schema.schema` must be a JSON Schema object",
+                )
+                .with_param("response_format")),
+                None => Ok(Some(json!({}))),
+            }
+        }
+    }
+}
+
+/// One tool call read from the model's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedCall {
+    /// The function's name.
+    pub name: String,
+    /// Its arguments, as OpenAI sends them: a JSON object in a string.
+    pub arguments: String,
+}
+
+/// A piece of the answer: text for the user or a tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// Text.
+    Content(String),
+    /// A complete tool call.
+    Call(ParsedCall),
+}
+
+/// Reads tool calls out of text as it streams: text outside `<tool_call>` blocks
+/// goes on at once (save a tail that may be the start of a block); a block becomes
+/// a call when it closes. A block that is not a call of a known function stays text.
+#[derive(Debug)]
+pub struct CallReader {
+    names: Vec<String>,
+    pending: String,
+    inside: bool,
+    calls: usize,
+}
+
+impl CallReader {
+    /// A reader for calls of the functions of `tools`.
+    pub fn new(tools: &Tools) -> Self {
+        Self {
+            names: tools.names.clone(),
+            pending: String::new(),
+            inside: false,
+            calls: 0,
+        }
+    }
+
+    /// How many calls were read so far.
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
+    /// Reads `text`; returns the pieces it completes.
+    pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        self.pending.push_str(text);
+        let mut out = Vec::new();
+        loop {
+            if self.inside {
+                let Some(end) = self.pending.find(CLOSE) else {
+                    break;
+                };
+                let block = self.pending[..end].to_string();
+                self.pending.drain(..end + CLOSE.len());
+                self.inside = false;
+                match self.call(&block) {
+                    Some(call) => {
+                        self.calls += 1;
+                        out.push(Piece::Call(call));
+                    }
+                    None => self.text(format!("{OPEN}{block}{CLOSE}"), &mut out),
+                }
+            } else if let Some(start) = self.pending.find(OPEN) {
+                let before = self.pending[..start].to_string();
+                self.pending.drain(..start + OPEN.len());
+                self.text(before, &mut out);
+                self.inside = true;
+            } else {
+                let keep = partial_tail(&self.pending, OPEN);
+                let ready = self.pending.len() - keep;
+                let text: String = self.pending.drain(..ready).collect();
+                self.text(text, &mut out);
+                break;
+            }
+        }
+        out
+    }
+
+    /// The end of the output: what is still held back, as text.
+    pub fn finish(&mut self) -> Vec<Piece> {
+        let mut out = Vec::new();
+        let rest = std::mem::take(&mut self.pending);
+        let rest = if self.inside {
+            format!("{OPEN}{rest}")
+        } else {
+            rest
+        };
+        self.inside = false;
+        self.text(rest, &mut out);
+        out
+    }
+
+    /// Adds `text` to `out`, except blank text around calls.
+    fn text(&self, text: String, out: &mut Vec<Piece>) {
+        let blank = text.trim().is_empty();
+        if text.is_empty() || (blank && self.calls > 0) {
+            return;
+        }
+        out.push(Piece::Content(text));
+    }
+
+    /// The call a block holds, if it names a known function with object arguments.
+    fn call(&self, block: &str) -> Option<ParsedCall> {
+        let v: Value = serde_json::from_str(block.trim()).ok()?;
+        let name = v.get("name")?.as_str()?;
+        if !self.names.iter().any(|n| n == name) {
+            return None;
+        }
+        let arguments = match v.get("arguments") {
+            None => json!({}),
+            Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok()?,
+            Some(a) => a.clone(),
+        };
+        arguments.is_object().then(|| ParsedCall {
+            name: name.to_string(),
+            arguments: arguments.to_string(),
+        })
+    }
+}
+
+/// The length of the longest tail of `text` that begins `marker` (held back: the rest
+/// of the marker may follow).
+fn partial_tail(text: &str, marker: &str) -> usize {
+    (1..marker.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| {
+            text.is_char_boundary(text.len() - n) && marker.starts_with(&text[text.len() - n..])
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools(choice: Option<Value>) -> Tools {
+        let specs: Vec<Value> = serde_json::from_value(json!([
+            {"type": "function", "function": {"name": "read_file", "description": "Reads a file",
+             "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}},
+            {"type": "function", "function": {"name": "now"}}
+        ]))
+        .expect("tools");
+        plan(Some(specs), choice.as_ref(), None)
+            .expect("plan")
+            .expect("tools")
+    }
+
+    #[test]
+    fn calls_are_read_whole_and_in_pieces() {
+        let t = tools(None);
+        let text = "Let me look.\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"a.rs\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>";
+        let want = vec![
+            Piece::Content("Let me look.\n".into()),
+            Piece::Call(ParsedCall {
+                name: "read_file".into(),
+                arguments: r#"{"path":"a.rs"}"#.into(),
+            }),
+            Piece::Call(ParsedCall {
+                name: "now".into(),
+                arguments: "{}".into(),
+            }),
+        ];
+        let mut whole = CallReader::new(&t);
+        let mut got = whole.push(text);
+        got.extend(whole.finish());
+        assert_eq!(got, want);
+        // Three characters at a time: the same pieces (text may come split).
+        let mut reader = CallReader::new(&t);
+        let mut pieces = Vec::new();
+        let chars: Vec<char> = text.chars().collect();
+        for c in chars.chunks(3) {
+            pieces.extend(reader.push(&c.iter().collect::<String>()));
+        }
+        pieces.extend(reader.finish());
+        let text_of = |p: &[Piece]| {
+            p.iter()
+                .filter_map(|p| match p {
+                    Piece::Content(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect::<String>()
+        };
+        assert_eq!(text_of(&pieces), "Let me look.\n");
+        let calls: Vec<_> = pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Call(_)))
+            .collect();
+        assert_eq!(calls, want.iter().skip(1).collect::<Vec<_>>());
+        assert_eq!(reader.calls(), 2);
+    }
+
+    #[test]
+    fn what_is_not_a_call_stays_text() {
+        let t = tools(None);
+        for text in [
+            "<tool_call>\n{\"name\": \"rm_rf\", \"arguments\": {}}\n</tool_call>",
+            "<tool_call>\nnot json\n</tool_call>",
+            "<tool_call>\n{\"name\": \"now\", \"arguments\": [1]}\n</tool_call>",
+            "an unfinished <tool_call>\n{\"name\": \"now\"",
+            "a < b and <tool_ca",
+        ] {
+            let mut r = CallReader::new(&t);
+            let mut got = r.push(text);
+            got.extend(r.finish());
+            let joined: String = got
+                .iter()
+                .map(|p| match p {
+                    Piece::Content(t) => t.clone(),
+                    Piece::Call(c) => panic!("{text}: read as a call {c:?}"),
+                })
+                .collect();
+            assert_eq!(joined, text);
+        }
+    }
+
+    #[test]
+    fn choices_are_checked() {
+        assert_eq!(tools(None).choice, Choice::Auto);
+        assert_eq!(tools(Some(json!("required"))).choice, Choice::Required);
+        let named = json!({"type": "function", "function": {"name": "now"}});
+        assert_eq!(tools(Some(named)).choice, Choice::Named("now".into()));
+        assert!(
+            plan(None, Some(&json!("none")), None)
+                .expect("ok")
+                .is_none()
+        );
+        let refused = [
+            (Some(json!([{"type": "web_search"}])), None, "tools"),
+            (
+                Some(json!([{"type": "function", "function": {"name": "f", "colour": 1}}])),
+                None,
+                "tools",
+            ),
+            (
+                Some(json!([{"type": "function", "function": {"name": "a b"}}])),
+                None,
+                "tools",
+            ),
+            (None, Some(json!("required")), "tool_choice"),
+            (
+                Some(json!([{"type": "function", "function": {"name": "f"}}])),
+                Some(json!({"type": "function", "function": {"name": "g"}})),
+                "tool_choice",
+            ),
+            (
+                Some(json!([{"type": "function", "function": {"name": "f"}}])),
+                Some(json!("sometimes")),
+                "tool_choice",
+            ),
+        ];
+        for (tools, choice, param) in refused {
+            let specs = tools.map(|t| serde_json::from_value::<Vec<Value>>(t).expect("specs"));
+            let err = plan(specs, choice.as_ref(), None).expect_err(param);
+            assert_eq!(err.param.as_deref(), Some(param), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn forced_calls_have_a_grammar_and_auto_has_none() {
+        assert!(tools(None).grammar().is_none());
+        let Some(GrammarSpec::Lark(g)) = tools(Some(json!("required"))).grammar() else {
+            panic!("no grammar");
+        };
+        assert!(g.contains("read_file") && g.contains("\"now\""), "{g}");
+        let named = json!({"type": "function", "function": {"name": "now"}});
+        let Some(GrammarSpec::Lark(g)) = tools(Some(named)).grammar() else {
+            panic!("no grammar");
+        };
+        assert!(!g.contains("read_file"), "{g}");
+    }
+}
