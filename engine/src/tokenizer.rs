@@ -195,6 +195,16 @@ impl Tokenizer {
             spec.pre.as_deref().unwrap_or("default"),
         )?));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
+        // User-defined tokens (`<tool_call>`, `<tool_response>` in Qwen2.5) are matched in
+        // text as one token each, as llama.cpp and transformers do; control tokens never.
+        let user_defined: Vec<tokenizers::AddedToken> = spec
+            .tokens
+            .iter()
+            .zip(&spec.token_types)
+            .filter(|(_, kind)| **kind == 4)
+            .map(|(text, _)| tokenizers::AddedToken::from(text.clone(), false))
+            .collect();
+        inner.add_tokens(user_defined).map_err(tok_err)?;
         let inverse = byte_level_inverse();
         let token_bytes: Vec<Vec<u8>> = spec
             .tokens

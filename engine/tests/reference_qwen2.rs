@@ -204,3 +204,57 @@ fn infill_scores_prefer_the_intended_code_to_a_slip() {
         );
     }
 }
+
+#[test]
+fn user_defined_tokens_are_one_token_in_text_and_control_tokens_never() {
+    // As llama.cpp tokenizes (USER_DEFINED always matched, CONTROL only when special
+    // tokens are parsed): Qwen2.5's tool-call markers are single tokens in a rendered
+    // chat (it has no `<tool_response>` token: that one is text).
+    let tok = model().tokenizer();
+    assert_eq!(tok.token_id("<tool_response>"), None);
+    for marker in ["<tool_call>", "</tool_call>"] {
+        let id = tok.token_id(marker).expect("in the vocabulary");
+        assert!(!tok.is_control(id), "{marker}");
+        let ids = tok.encode(&format!("a\n{marker}\nb")).expect("encode");
+        assert_eq!(
+            ids.iter().filter(|&&t| t == id).count(),
+            1,
+            "{marker}: {ids:?}"
+        );
+    }
+    let end = tok.token_id("<|im_end|>").expect("<|im_end|>");
+    assert!(!tok.encode("x<|im_end|>y").expect("encode").contains(&end));
+    // A chat with a tool call renders the markers as the model saw them in training.
+    let call = [engine::ToolCall {
+        id: "c1".into(),
+        name: "read_file".into(),
+        arguments: serde_json::json!({"path": "a.rs"}),
+    }];
+    let turns = [
+        engine::Turn::text("user", "Read a.rs."),
+        engine::Turn {
+            role: "assistant",
+            content: "",
+            tool_calls: &call,
+        },
+        engine::Turn::text("tool", "fn main() {}"),
+    ];
+    let tools = [
+        serde_json::json!({"type": "function", "function": {"name": "read_file",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}),
+    ];
+    let ids = model()
+        .chat_prompt_with_tools(&turns, &tools, "")
+        .expect("prompt");
+    let text = tok.decode(&ids);
+    assert!(text.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"a.rs\"}}\n</tool_call><|im_end|>"), "{text}");
+    assert!(
+        text.contains(
+            "<|im_start|>user\n<tool_response>\nfn main() {}\n</tool_response><|im_end|>"
+        ),
+        "{text}"
+    );
+    for marker in ["<tool_call>", "</tool_call>"] {
+        assert!(ids.contains(&tok.token_id(marker).expect("id")), "{marker}");
+    }
+}

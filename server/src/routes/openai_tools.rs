@@ -318,12 +318,19 @@ pub enum Piece {
 /// Reads tool calls out of text as it streams: text outside `<tool_call>` blocks
 /// goes on at once (save a tail that may be the start of a block); a block becomes
 /// a call when it closes. A block that is not a call of a known function stays text.
+///
+/// Qwen2.5-Coder often writes a call without the markers: the whole answer one
+/// `{"name": …, "arguments": …}` object (or a list of them), bare or in a ```` ```json ````
+/// fence. An answer that starts like that is held back to its end and read as calls
+/// when it is one (llama.cpp's Hermes parser accepts the same forms).
 #[derive(Debug)]
 pub struct CallReader {
     names: Vec<String>,
     pending: String,
     inside: bool,
     calls: usize,
+    /// Whether any text has gone out.
+    said: bool,
 }
 
 impl CallReader {
@@ -334,6 +341,7 @@ impl CallReader {
             pending: String::new(),
             inside: false,
             calls: 0,
+            said: false,
         }
     }
 
@@ -346,6 +354,9 @@ impl CallReader {
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
         self.pending.push_str(text);
         let mut out = Vec::new();
+        if self.may_be_bare() {
+            return out;
+        }
         loop {
             if self.inside {
                 let Some(end) = self.pending.find(CLOSE) else {
@@ -380,6 +391,14 @@ impl CallReader {
     /// The end of the output: what is still held back, as text.
     pub fn finish(&mut self) -> Vec<Piece> {
         let mut out = Vec::new();
+        if self.may_be_bare()
+            && let Some(calls) = self.bare_calls(&self.pending)
+        {
+            self.pending.clear();
+            self.calls += calls.len();
+            out.extend(calls.into_iter().map(Piece::Call));
+            return out;
+        }
         let rest = std::mem::take(&mut self.pending);
         let rest = if self.inside {
             format!("{OPEN}{rest}")
@@ -392,12 +411,54 @@ impl CallReader {
     }
 
     /// Adds `text` to `out`, except blank text around calls.
-    fn text(&self, text: String, out: &mut Vec<Piece>) {
+    fn text(&mut self, text: String, out: &mut Vec<Piece>) {
         let blank = text.trim().is_empty();
         if text.is_empty() || (blank && self.calls > 0) {
             return;
         }
+        self.said = true;
         out.push(Piece::Content(text));
+    }
+
+    /// Whether the answer so far may still be a bare call (nothing said, no block, and
+    /// it starts with `{`, `[` or a JSON fence).
+    fn may_be_bare(&self) -> bool {
+        if self.said || self.calls > 0 || self.inside || self.pending.contains(OPEN) {
+            return false;
+        }
+        let t = self.pending.trim_start();
+        let t = match t.strip_prefix("```") {
+            Some(rest) if "json".starts_with(rest) => return true,
+            Some(rest) => rest.strip_prefix("json").unwrap_or(rest).trim_start(),
+            None if "```".starts_with(t) => return true,
+            None => t,
+        };
+        t.is_empty() || t.starts_with('{') || t.starts_with('[')
+    }
+
+    /// The calls a whole answer is, if it is one call or a list of calls (bare or
+    /// fenced) of known functions.
+    fn bare_calls(&self, text: &str) -> Option<Vec<ParsedCall>> {
+        let t = text.trim();
+        let t = match t.strip_prefix("```") {
+            Some(rest) => rest
+                .strip_prefix("json")
+                .unwrap_or(rest)
+                .trim()
+                .strip_suffix("```")?
+                .trim(),
+            None => t,
+        };
+        let v: Value = serde_json::from_str(t).ok()?;
+        let items = match v {
+            Value::Array(items) if !items.is_empty() => items,
+            object @ Value::Object(_) => vec![object],
+            _ => return None,
+        };
+        items
+            .iter()
+            .map(|item| self.call(&item.to_string()))
+            .collect()
     }
 
     /// The call a block holds, if it names a known function with object arguments.
@@ -488,6 +549,39 @@ mod tests {
             .collect();
         assert_eq!(calls, want.iter().skip(1).collect::<Vec<_>>());
         assert_eq!(reader.calls(), 2);
+    }
+
+    #[test]
+    fn bare_and_fenced_calls_are_calls() {
+        let t = tools(None);
+        for text in [
+            "{\"name\": \"now\", \"arguments\": {}}",
+            "```json\n{\n  \"name\": \"now\",\n  \"arguments\": {}\n}\n```",
+            "[{\"name\": \"now\", \"arguments\": {}}]",
+        ] {
+            let mut r = CallReader::new(&t);
+            let mut got = Vec::new();
+            for c in text.chars() {
+                got.extend(r.push(&c.to_string()));
+            }
+            got.extend(r.finish());
+            let want = vec![Piece::Call(ParsedCall {
+                name: "now".into(),
+                arguments: "{}".into(),
+            })];
+            assert_eq!(got, want, "{text}");
+        }
+        // JSON that is not a call, and code in another fence, stay text.
+        for text in [
+            "{\"a\": 1}",
+            "```python\nprint(1)\n```",
+            "```json\n{\"name\": \"rm\"}\n```",
+        ] {
+            let mut r = CallReader::new(&t);
+            let mut got = r.push(text);
+            got.extend(r.finish());
+            assert_eq!(got, vec![Piece::Content(text.into())], "{text}");
+        }
     }
 
     #[test]
