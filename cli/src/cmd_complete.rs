@@ -98,6 +98,7 @@ pub fn run(home: &Home, args: CompleteArgs) -> Result<()> {
         stop_rule: None,
         hint: Vec::new(),
         constraint: None,
+        logprobs: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;

@@ -66,6 +66,9 @@ pub struct GenerationRequest {
     /// A grammar the output must match (see [`crate::Model::constraint`]): only tokens
     /// it allows are chosen, and the generation ends where it is complete.
     pub constraint: Option<crate::constraint::Constraint>,
+    /// Report each generated token's log-probability and this many alternatives
+    /// (`None`: none computed).
+    pub logprobs: Option<usize>,
 }
 
 impl GenerationRequest {
@@ -81,6 +84,7 @@ impl GenerationRequest {
             stop_rule: None,
             hint: Vec::new(),
             constraint: None,
+            logprobs: None,
         }
     }
 }
@@ -141,6 +145,8 @@ pub enum GenerationEvent {
         text: String,
         /// The ids of the tokens generated since the previous event.
         tokens: Vec<u32>,
+        /// Their log-probabilities (empty unless the request asked for them).
+        logprobs: Vec<crate::sampling::TokenLogprob>,
     },
     /// The job ended normally.
     Finished(GenerationStats),
@@ -158,6 +164,8 @@ pub struct Generation {
     pub text: String,
     /// The generated token ids (including a final control token, if any).
     pub tokens: Vec<u32>,
+    /// Each token's log-probability, when the request asked for them.
+    pub logprobs: Vec<crate::sampling::TokenLogprob>,
     /// Counters and timings.
     pub stats: GenerationStats,
 }
@@ -167,20 +175,27 @@ pub struct Generation {
 pub struct GenerationCollector {
     text: String,
     tokens: Vec<u32>,
+    logprobs: Vec<crate::sampling::TokenLogprob>,
 }
 
 impl GenerationCollector {
     /// Takes the next event; returns the result once the job has ended.
     pub fn push(&mut self, event: GenerationEvent) -> Option<crate::Result<Generation>> {
         match event {
-            GenerationEvent::Text { text, tokens } => {
+            GenerationEvent::Text {
+                text,
+                tokens,
+                logprobs,
+            } => {
                 self.text.push_str(&text);
                 self.tokens.extend(tokens);
+                self.logprobs.extend(logprobs);
                 None
             }
             GenerationEvent::Finished(stats) => Some(Ok(Generation {
                 text: std::mem::take(&mut self.text),
                 tokens: std::mem::take(&mut self.tokens),
+                logprobs: std::mem::take(&mut self.logprobs),
                 stats,
             })),
             GenerationEvent::Failed(e) => Some(Err(e)),

@@ -151,6 +151,47 @@ impl Rng {
     }
 }
 
+/// A generated token's log-probability under the model, with the most likely tokens
+/// at that step (OpenAI's `logprobs` / `top_logprobs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token chosen.
+    pub token: u32,
+    /// Its natural-log probability.
+    pub logprob: f32,
+    /// The most likely tokens at that step with theirs, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// The log-probability of `token` and of the `top` most likely tokens in the model's
+/// distribution `logits` (the softmax of the raw logits: before temperature,
+/// penalties, top-k/top-p and any grammar, as vLLM reports them by default).
+pub fn logprobs_of(logits: &[f32], token: u32, top: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    let norm = max + sum.ln();
+    let lp = |i: u32| {
+        (logits.get(i as usize).copied().unwrap_or(f32::NEG_INFINITY) as f64 - norm) as f32
+    };
+    let mut best: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_desc = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    let k = top.min(best.len());
+    if k > 0 && k < best.len() {
+        best.select_nth_unstable_by(k - 1, by_desc);
+    }
+    best.truncate(k);
+    best.sort_unstable_by(by_desc);
+    TokenLogprob {
+        token,
+        logprob: lp(token),
+        top: best.into_iter().map(|i| (i, lp(i))).collect(),
+    }
+}
+
 /// Index of the largest value (the first one on ties).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0usize;
@@ -518,5 +559,17 @@ mod tests {
         p.temperature = 0.5;
         p.top_p = 0.0;
         assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn logprobs_are_the_log_softmax_with_the_best_first() {
+        let logits = [1.0f32, 3.0, 2.0, f32::NEG_INFINITY];
+        let lp = logprobs_of(&logits, 2, 2);
+        let norm = (1f64.exp() + 3f64.exp() + 2f64.exp()).ln();
+        assert!((lp.logprob as f64 - (2.0 - norm)).abs() < 1e-6);
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!((lp.top[0].1 as f64 - (3.0 - norm)).abs() < 1e-6);
+        assert_eq!(logprobs_of(&logits, 3, 0).logprob, f32::NEG_INFINITY);
+        assert!(logprobs_of(&logits, 0, 9).top.len() == 4);
     }
 }

@@ -105,6 +105,7 @@ impl EngineModel {
             stop_rule,
             hint: Vec::new(),
             constraint: None,
+            logprobs: None,
         };
         let out = self
             .engine

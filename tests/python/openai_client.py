@@ -76,8 +76,10 @@ def main() -> None:
     refused = [
         ("tools", {"tools": [weather]}),
         ("tool_choice", {"tool_choice": "required"}),
-        ("response_format", {"response_format": {"type": "json_object"}}),
-        ("logprobs", {"logprobs": True, "top_logprobs": 2}),
+        ("response_format", {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "ids", "schema": {"type": "array", "uniqueItems": True}}}}),
+        ("logprobs", {"logprobs": True, "top_logprobs": 2, "tools": [weather]}),
+        ("top_logprobs", {"logprobs": True, "top_logprobs": 21}),
         ("presence_penalty", {"presence_penalty": 2.5}),
         ("logit_bias", {"logit_bias": {"42": 10}}),
     ]
@@ -88,7 +90,7 @@ def main() -> None:
         except openai.UnprocessableEntityError as e:
             assert e.body["param"] == param, (param, e.body)
             assert f"`{param}`" in e.body["message"], e.body
-    for param, extra in [("best_of", {"best_of": 2}), ("logprobs", {"logprobs": 1})]:
+    for param, extra in [("best_of", {"best_of": 2}), ("logprobs", {"logprobs": 6})]:
         try:
             client.completions.create(model=model, prompt="x", max_tokens=1, **extra)
             raise AssertionError(f"completions with {param} must be refused")
@@ -105,6 +107,31 @@ def main() -> None:
         user="dev-42",
     )
     assert off.choices[0].message.content == chat.choices[0].message.content, off
+
+    # Log-probabilities come from the sampler: greedy picks the most likely token.
+    lp = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3
+    )
+    content = lp.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == lp.choices[0].message.content, lp
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3, t
+        assert t.top_logprobs[0].token == t.token, t
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob, t
+        assert bytes(t.bytes).decode("utf-8", "replace") == t.token, t
+    legacy = client.completions.create(model=model, prompt="def add(a, b):", max_tokens=6, temperature=0, logprobs=2)
+    lps = legacy.choices[0].logprobs
+    assert "".join(lps.tokens) == legacy.choices[0].text, legacy
+    assert len(lps.token_logprobs) == len(lps.tokens) == len(lps.top_logprobs) == len(lps.text_offset)
+    assert lps.text_offset[0] == 0 and all(len(top) <= 2 for top in lps.top_logprobs), lps
+    streamed_lps = [
+        c.choices[0].logprobs.token_logprobs
+        for c in client.completions.create(
+            model=model, prompt="def add(a, b):", max_tokens=6, temperature=0, logprobs=2, stream=True
+        )
+        if c.choices and c.choices[0].logprobs
+    ]
+    assert sum(streamed_lps, []) == lps.token_logprobs, (streamed_lps, lps.token_logprobs)
 
     # Penalties are implemented: they change a repetitive greedy answer, and the
     # model, its fingerprint and a separate usage chunk are as OpenAI sends them.

@@ -18,7 +18,7 @@ use crate::generation::{
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::prefix_cache::PrefixCache;
-use crate::sampling::Sampler;
+use crate::sampling::{Sampler, TokenLogprob};
 use crate::speculation::{Drafter, PassCost};
 use crate::stop::StopMatcher;
 use crate::tokenizer::StreamDecoder;
@@ -241,6 +241,8 @@ struct Sequence {
     pending: Option<u32>,
     generated: Vec<u32>,
     unreported: Vec<u32>,
+    /// The log-probabilities of `unreported` (when the request asked for them).
+    unreported_logprobs: Vec<TokenLogprob>,
     sampler: Sampler,
     decoder: StreamDecoder,
     stop: StopMatcher,
@@ -277,6 +279,7 @@ impl Sequence {
             pending: None,
             generated: Vec::new(),
             unreported: Vec::new(),
+            unreported_logprobs: Vec::new(),
             sampler,
             decoder: StreamDecoder::default(),
             stop,
@@ -304,7 +307,12 @@ impl Sequence {
     fn emit_text(&mut self, text: String) {
         if !text.is_empty() || !self.unreported.is_empty() {
             let tokens = std::mem::take(&mut self.unreported);
-            self.emit(GenerationEvent::Text { text, tokens });
+            let logprobs = std::mem::take(&mut self.unreported_logprobs);
+            self.emit(GenerationEvent::Text {
+                text,
+                tokens,
+                logprobs,
+            });
         }
     }
 

@@ -332,17 +332,17 @@ impl Sequence {
         self.pending = None;
         let mut accepted = 0;
         let mut masked = Vec::new();
-        for (r, row) in rows.iter().enumerate() {
+        for (r, model_row) in rows.iter().enumerate() {
             let row: &[f32] = match self.constraint.as_mut() {
                 Some(c) => {
-                    masked.clone_from(row);
+                    masked.clone_from(model_row);
                     if let Err(e) = c.restrict(&mut masked) {
                         self.fail(e);
                         return accepted;
                     }
                     &masked
                 }
-                None => row,
+                None => model_row,
             };
             let (token, is_draft) = match entry.draft.get(r) {
                 Some(&d) => self.sampler.verify(row, d),
@@ -351,6 +351,10 @@ impl Sequence {
             if let Some(Err(e)) = self.constraint.as_mut().map(|c| c.advance(token)) {
                 self.fail(e);
                 return accepted;
+            }
+            if let Some(top) = self.job.request.logprobs {
+                self.unreported_logprobs
+                    .push(crate::sampling::logprobs_of(model_row, token, top));
             }
             self.accept(token, model);
             if self.finished.is_none() && self.constraint.as_ref().is_some_and(|c| c.is_complete())

@@ -188,6 +188,7 @@ fn generation_request(
         stop_rule: Some(stop_rule(&input.prefix, &input.suffix, mode, cfg.max_lines)),
         hint,
         constraint: None,
+        logprobs: None,
     }
 }
 

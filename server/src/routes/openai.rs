@@ -10,6 +10,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use engine::sampling::TokenLogprob;
 use engine::{CancelToken, GenerationEvent, GenerationRequest, Model, SamplingParams};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
@@ -87,6 +88,8 @@ struct LegacyRequest {
     suffix: Option<String>,
     #[serde(default)]
     echo: bool,
+    /// How many alternatives to report with each token's log-probability (0..=5).
+    logprobs: Option<usize>,
     #[serde(flatten)]
     common: Common,
 }
@@ -157,6 +160,9 @@ pub struct ChatRequest {
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
     response_format: Option<Value>,
+    #[serde(default)]
+    logprobs: bool,
+    top_logprobs: Option<usize>,
     #[serde(flatten)]
     common: Common,
 }
@@ -258,6 +264,7 @@ fn generation(
         stop_rule: None,
         hint: Vec::new(),
         constraint: None,
+        logprobs: None,
     };
     Ok((request, common.stream, include_usage))
 }
@@ -337,17 +344,31 @@ pub async fn legacy_completions(
             .await?
         }
     };
-    let (request, stream, include_usage) =
+    let (mut request, stream, include_usage) =
         generation(&state, &lease.model, prompt, req.common, 16)?;
+    if let Some(n) = req.logprobs {
+        if n > 5 {
+            return Err(ApiError::unprocessable("`logprobs` is at most 5").with_param("logprobs"));
+        }
+        request.logprobs = Some(n);
+    }
+    let model = lease.engine.model().clone();
     let prompt_len = request.prompt.len() as i64;
     let running = generate::start(&lease.engine, request)?;
     let head = Head::new(&state, &lease.model, "cmpl");
     if stream {
         let chunk_head = head.clone();
-        let chunk = move |text: &str, finish: Option<&str>| {
+        let wanted = req.logprobs.is_some();
+        let mut offset = 0;
+        let chunk = move |text: &str, lps: &[TokenLogprob], finish: Option<&str>| {
+            let logprobs = if wanted && finish.is_none() {
+                legacy_logprobs(&model, lps, &mut offset)
+            } else {
+                Value::Null
+            };
             vec![chunk_head.object(
                 "text_completion",
-                json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]),
+                json!([{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]),
             )]
         };
         audit.update(|a| {
@@ -365,7 +386,12 @@ pub async fn legacy_completions(
     }
     let out = running.collect().await?;
     drop((permit, lease));
-    let choice = json!({"index": 0, "text": out.text, "logprobs": null});
+    let logprobs = if req.logprobs.is_some() {
+        legacy_logprobs(&model, &out.logprobs, &mut 0)
+    } else {
+        Value::Null
+    };
+    let choice = json!({"index": 0, "text": out.text, "logprobs": logprobs});
     Ok(answered(&head, "text_completion", choice, out, text))
 }
 
@@ -436,6 +462,7 @@ pub async fn chat_completions(
         req.parallel_tool_calls,
     )?;
     let answer = openai_tools::answer_schema(req.response_format.take())?;
+    let logprobs = chat_logprobs_wanted(req.logprobs, req.top_logprobs, tools.is_some())?;
     let lease = state
         .lease(ModelRole::Chat, req.common.model.as_deref(), &audit)
         .await?;
@@ -443,7 +470,7 @@ pub async fn chat_completions(
     let uses_tools = tools.is_some() || messages.iter().any(|m| !m.calls.is_empty());
     if uses_tools && !model.supports_tools() {
         return Err(ApiError::unprocessable(format!(
-            "model `{}` has no tool calling in its chat template; use a model that has (e.g. Qwen2.5-Coder-Instruct)",
+            "`tools` need a model whose chat template has tool calling; model `{}` has none (Qwen2.5-Coder-Instruct has)",
             lease.model.id
         ))
         .with_param("tools"));
@@ -476,12 +503,15 @@ pub async fn chat_completions(
         (None, Some(a)) => Some((engine::GrammarSpec::JsonSchema(a), "response_format")),
         (None, None) => None,
     };
+    request.logprobs = logprobs;
     if let Some((spec, param)) = grammar {
         let model = model.clone();
         let compiled = tokio::task::spawn_blocking(move || model.constraint(&spec))
             .await
             .map_err(|_| ApiError::internal("the grammar task failed"))?;
-        request.constraint = Some(compiled.map_err(|e| ApiError::from(e).with_param(param))?);
+        request.constraint = Some(compiled.map_err(|e| {
+            ApiError::unprocessable(format!("`{param}` cannot be enforced: {e}")).with_param(param)
+        })?);
     }
     let prompt_len = request.prompt.len() as i64;
     let running = generate::start(&lease.engine, request)?;
@@ -492,7 +522,8 @@ pub async fn chat_completions(
             a.prompt_tokens = Some(prompt_len);
         });
         let reader = tools.as_ref().map(CallReader::new);
-        let (first, chunk) = chat_chunks(head.clone(), reader);
+        let tokens = logprobs.map(|_| model.clone());
+        let (first, chunk) = chat_chunks(head.clone(), reader, tokens);
         return Ok(sse(
             running,
             (permit, lease),
@@ -530,6 +561,9 @@ pub async fn chat_completions(
         }
     }
     let mut choice = json!({"index": 0, "message": message});
+    if logprobs.is_some() {
+        choice["logprobs"] = chat_logprobs(&model, &out.logprobs);
+    }
     if let Some(f) = finish {
         choice["finish_reason"] = json!(f);
     }
@@ -540,6 +574,96 @@ pub async fn chat_completions(
         out,
         transcript(&messages),
     ))
+}
+
+/// The number of alternatives a chat asks for with each token's log-probability
+/// (`logprobs: true`, `top_logprobs` 0..=20), or `None`.
+fn chat_logprobs_wanted(
+    logprobs: bool,
+    top: Option<usize>,
+    tools: bool,
+) -> Result<Option<usize>, ApiError> {
+    if !logprobs {
+        return match top {
+            Some(n) if n > 0 => Err(ApiError::unprocessable(
+                "`top_logprobs` needs `logprobs: true`",
+            )
+            .with_param("top_logprobs")),
+            _ => Ok(None),
+        };
+    }
+    if tools {
+        return Err(ApiError::unprocessable(
+            "`logprobs` together with `tools` is not supported by this server",
+        )
+        .with_param("logprobs"));
+    }
+    match top.unwrap_or(0) {
+        n @ 0..=20 => Ok(Some(n)),
+        _ => {
+            Err(ApiError::unprocessable("`top_logprobs` is at most 20").with_param("top_logprobs"))
+        }
+    }
+}
+
+/// A token as OpenAI reports it: its text and its bytes.
+fn token_entry(model: &Model, token: u32, logprob: f32) -> Value {
+    let bytes = model.tokenizer().token_bytes(token);
+    json!({"token": String::from_utf8_lossy(bytes), "logprob": finite(logprob), "bytes": bytes})
+}
+
+/// A log-probability JSON can carry (minus infinity becomes OpenAI's floor, -9999).
+fn finite(logprob: f32) -> f32 {
+    if logprob.is_finite() {
+        logprob
+    } else {
+        -9999.0
+    }
+}
+
+/// Chat's `logprobs`: `{"content": [{token, logprob, bytes, top_logprobs}], "refusal": null}`
+/// (control tokens, such as the end of the turn, are left out as OpenAI leaves them out).
+fn chat_logprobs(model: &Model, lps: &[TokenLogprob]) -> Value {
+    let content: Vec<Value> = lps
+        .iter()
+        .filter(|lp| !model.tokenizer().is_control(lp.token))
+        .map(|lp| {
+            let mut entry = token_entry(model, lp.token, lp.logprob);
+            entry["top_logprobs"] = lp
+                .top
+                .iter()
+                .map(|&(t, l)| token_entry(model, t, l))
+                .collect();
+            entry
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
+}
+
+/// Legacy completions' `logprobs`: `{tokens, token_logprobs, top_logprobs, text_offset}`;
+/// `offset` is where the first token's text starts in the whole answer (moved on).
+fn legacy_logprobs(model: &Model, lps: &[TokenLogprob], offset: &mut usize) -> Value {
+    let tok = model.tokenizer();
+    let (mut tokens, mut values, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
+    for lp in lps.iter().filter(|lp| !tok.is_control(lp.token)) {
+        let text = String::from_utf8_lossy(tok.token_bytes(lp.token)).into_owned();
+        offsets.push(*offset);
+        *offset += text.len();
+        tokens.push(text);
+        values.push(finite(lp.logprob));
+        let top: serde_json::Map<String, Value> = lp
+            .top
+            .iter()
+            .map(|&(t, l)| {
+                (
+                    String::from_utf8_lossy(tok.token_bytes(t)).into_owned(),
+                    json!(finite(l)),
+                )
+            })
+            .collect();
+        tops.push(top);
+    }
+    json!({"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets})
 }
 
 /// OpenAI's object for the `index`th tool call of an answer.
@@ -662,16 +786,17 @@ fn chat_messages(sent: &[ChatMessage]) -> Result<Vec<Said>, ApiError> {
 fn chat_chunks(
     head: Head,
     mut reader: Option<CallReader>,
+    logprobs_of: Option<Arc<Model>>,
 ) -> (
     Value,
-    impl FnMut(&str, Option<&str>) -> Vec<Value> + Send + 'static,
+    impl FnMut(&str, &[TokenLogprob], Option<&str>) -> Vec<Value> + Send + 'static,
 ) {
     const CHUNK: &str = "chat.completion.chunk";
     let first = head.object(
         CHUNK,
         json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
     );
-    let chunk = move |text: &str, finish: Option<&str>| {
+    let chunk = move |text: &str, lps: &[TokenLogprob], finish: Option<&str>| {
         let delta = |delta: Value, finish: Option<&str>| {
             head.object(
                 CHUNK,
@@ -679,10 +804,16 @@ fn chat_chunks(
             )
         };
         let Some(reader) = reader.as_mut() else {
-            return vec![match finish {
+            let mut chunk = match finish {
                 Some(f) => delta(json!({}), Some(f)),
                 None => delta(json!({"content": text}), None),
-            }];
+            };
+            if let Some(model) = &logprobs_of
+                && finish.is_none()
+            {
+                chunk["choices"][0]["logprobs"] = chat_logprobs(model, lps);
+            }
+            return vec![chunk];
         };
         let mut pieces = reader.push(text);
         if finish.is_some() {
@@ -744,7 +875,7 @@ fn sse<F, H>(
     audit: AuditSlot,
 ) -> Response
 where
-    F: FnMut(&str, Option<&str>) -> Vec<Value> + Send + 'static,
+    F: FnMut(&str, &[TokenLogprob], Option<&str>) -> Vec<Value> + Send + 'static,
     H: Send + 'static,
 {
     let head =
@@ -790,7 +921,7 @@ where
 fn stream_data(
     event: Option<GenerationEvent>,
     tally: &mut StreamTally,
-    chunk: &mut dyn FnMut(&str, Option<&str>) -> Vec<Value>,
+    chunk: &mut dyn FnMut(&str, &[TokenLogprob], Option<&str>) -> Vec<Value>,
     usage_head: Option<&Head>,
 ) -> (Vec<Value>, bool) {
     let with_usage = |mut v: Value| {
@@ -800,17 +931,24 @@ fn stream_data(
         v
     };
     match event {
-        Some(GenerationEvent::Text { text, tokens }) => {
+        Some(GenerationEvent::Text {
+            text,
+            tokens,
+            logprobs,
+        }) => {
             tally.text.push_str(&text);
             tally.generated += tokens.len();
             (
-                chunk(&text, None).into_iter().map(with_usage).collect(),
+                chunk(&text, &logprobs, None)
+                    .into_iter()
+                    .map(with_usage)
+                    .collect(),
                 false,
             )
         }
         Some(GenerationEvent::Finished(stats)) => {
             tally.finished(&stats);
-            let mut data: Vec<Value> = chunk("", Some(stats.finish_reason.as_str()))
+            let mut data: Vec<Value> = chunk("", &[], Some(stats.finish_reason.as_str()))
                 .into_iter()
                 .map(with_usage)
                 .collect();

@@ -64,9 +64,11 @@ fn implemented(endpoint: Endpoint, name: &str) -> bool {
             "tool_choice",
             "parallel_tool_calls",
             "response_format",
+            "logprobs",
+            "top_logprobs",
         ],
         // `echo` is read: only `false` is accepted, with its own message.
-        Endpoint::Legacy => &["prompt", "suffix", "echo"],
+        Endpoint::Legacy => &["prompt", "suffix", "echo", "logprobs"],
     };
     COMMON.contains(&name) || own.contains(&name)
 }
@@ -74,7 +76,6 @@ fn implemented(endpoint: Endpoint, name: &str) -> bool {
 /// Whether `value` of the not-implemented field `name` means "feature off" for
 /// `endpoint`; `None` when the field is not a known OpenAI parameter there.
 fn is_off(endpoint: Endpoint, name: &str, value: &Value) -> Option<bool> {
-    let zero = || value.as_f64() == Some(0.0);
     let empty = || match value {
         Value::Array(a) => a.is_empty(),
         Value::Object(o) => o.is_empty(),
@@ -82,9 +83,6 @@ fn is_off(endpoint: Endpoint, name: &str, value: &Value) -> Option<bool> {
     };
     let off = match (endpoint, name) {
         (_, "logit_bias") => empty(),
-        (Endpoint::Chat, "logprobs") => value == &Value::Bool(false),
-        (Endpoint::Chat, "top_logprobs") => zero(),
-        (Endpoint::Legacy, "logprobs") => false,
         (Endpoint::Legacy, "best_of") => value.as_u64() == Some(1),
         // The deprecated forms of `tools` and `tool_choice`.
         (Endpoint::Chat, "functions") => empty(),
@@ -164,8 +162,6 @@ mod tests {
                 json!({"function_call": {"name": "f"}}),
                 "function_call",
             ),
-            (Endpoint::Chat, json!({"logprobs": true}), "logprobs"),
-            (Endpoint::Chat, json!({"top_logprobs": 3}), "top_logprobs"),
             (
                 Endpoint::Chat,
                 json!({"functions": [{"name": "f"}]}),
@@ -181,7 +177,6 @@ mod tests {
                 json!({"reasoning_effort": "low"}),
                 "reasoning_effort",
             ),
-            (Endpoint::Legacy, json!({"logprobs": 0}), "logprobs"),
             (Endpoint::Legacy, json!({"best_of": 3}), "best_of"),
             // Chat-only parameters are not parameters of legacy completions.
             (Endpoint::Legacy, json!({"tools": []}), "tools"),
