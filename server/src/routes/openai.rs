@@ -379,7 +379,7 @@ pub async fn legacy_completions(
             running,
             (permit, lease),
             include_usage.then(|| head.clone()),
-            chunk,
+            Box::new(chunk),
             None,
             audit,
         ));
@@ -666,6 +666,10 @@ fn legacy_logprobs(model: &Model, lps: &[TokenLogprob], offset: &mut usize) -> V
     json!({"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets})
 }
 
+/// Makes the server-sent chunks for one engine event: its text, the log-probabilities
+/// of its tokens, and the finish reason when the generation ended.
+type Chunker = Box<dyn FnMut(&str, &[TokenLogprob], Option<&str>) -> Vec<Value> + Send>;
+
 /// OpenAI's object for the `index`th tool call of an answer.
 fn tool_call_json(head: &Head, index: usize, call: &ParsedCall) -> Value {
     json!({
@@ -787,10 +791,7 @@ fn chat_chunks(
     head: Head,
     mut reader: Option<CallReader>,
     logprobs_of: Option<Arc<Model>>,
-) -> (
-    Value,
-    impl FnMut(&str, &[TokenLogprob], Option<&str>) -> Vec<Value> + Send + 'static,
-) {
+) -> (Value, Chunker) {
     const CHUNK: &str = "chat.completion.chunk";
     let first = head.object(
         CHUNK,
@@ -842,7 +843,7 @@ fn chat_chunks(
         }
         out
     };
-    (first, chunk)
+    (first, Box::new(chunk))
 }
 
 /// A chat as one text, for the audit log.
@@ -866,16 +867,15 @@ fn transcript(messages: &[Said]) -> String {
 /// model's lease) is released when the stream ends. With `usage` (OpenAI's
 /// `stream_options.include_usage`) the last chunk before `[DONE]` has no choices and
 /// carries the token counts, as OpenAI sends it.
-fn sse<F, H>(
+fn sse<H>(
     running: Running,
     held: H,
     usage: Option<Head>,
-    chunk: F,
+    chunk: Chunker,
     first: Option<Value>,
     audit: AuditSlot,
 ) -> Response
 where
-    F: FnMut(&str, &[TokenLogprob], Option<&str>) -> Vec<Value> + Send + 'static,
     H: Send + 'static,
 {
     let head =
@@ -921,7 +921,7 @@ where
 fn stream_data(
     event: Option<GenerationEvent>,
     tally: &mut StreamTally,
-    chunk: &mut dyn FnMut(&str, &[TokenLogprob], Option<&str>) -> Vec<Value>,
+    chunk: &mut Chunker,
     usage_head: Option<&Head>,
 ) -> (Vec<Value>, bool) {
     let with_usage = |mut v: Value| {
