@@ -331,6 +331,8 @@ pub struct CallReader {
     calls: usize,
     /// Whether any text has gone out.
     said: bool,
+    /// One call only (`parallel_tool_calls: false`): later calls are dropped.
+    single: bool,
 }
 
 impl CallReader {
@@ -342,6 +344,7 @@ impl CallReader {
             inside: false,
             calls: 0,
             said: false,
+            single: !tools.parallel,
         }
     }
 
@@ -366,6 +369,7 @@ impl CallReader {
                 self.pending.drain(..end + CLOSE.len());
                 self.inside = false;
                 match self.call(&block) {
+                    Some(_) if self.single && self.calls > 0 => {}
                     Some(call) => {
                         self.calls += 1;
                         out.push(Piece::Call(call));
@@ -392,9 +396,12 @@ impl CallReader {
     pub fn finish(&mut self) -> Vec<Piece> {
         let mut out = Vec::new();
         if self.may_be_bare()
-            && let Some(calls) = self.bare_calls(&self.pending)
+            && let Some(mut calls) = self.bare_calls(&self.pending)
         {
             self.pending.clear();
+            if self.single {
+                calls.truncate(1);
+            }
             self.calls += calls.len();
             out.extend(calls.into_iter().map(Piece::Call));
             return out;
@@ -582,6 +589,40 @@ mod tests {
             got.extend(r.finish());
             assert_eq!(got, vec![Piece::Content(text.into())], "{text}");
         }
+    }
+
+    #[test]
+    fn one_call_only_when_parallel_calls_are_off() {
+        let specs: Vec<Value> =
+            serde_json::from_value(json!([{"type": "function", "function": {"name": "now"}}]))
+                .expect("tools");
+        let t = plan(Some(specs), None, Some(false))
+            .expect("plan")
+            .expect("tools");
+        let call = "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>\n";
+        let mut r = CallReader::new(&t);
+        let mut got = r.push(&call.repeat(3));
+        got.extend(r.finish());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(r.calls(), 1);
+        let mut r = CallReader::new(&t);
+        let mut got = r.push("[{\"name\": \"now\"}, {\"name\": \"now\"}]");
+        got.extend(r.finish());
+        assert_eq!(got.len(), 1, "{got:?}");
+        let Some(GrammarSpec::Lark(g)) = plan(
+            Some(
+                serde_json::from_value(json!([{"type": "function", "function": {"name": "now"}}]))
+                    .expect("tools"),
+            ),
+            Some(&json!("required")),
+            Some(false),
+        )
+        .expect("plan")
+        .expect("tools")
+        .grammar() else {
+            panic!("no grammar")
+        };
+        assert!(!g.contains(")*"), "{g}");
     }
 
     #[test]
