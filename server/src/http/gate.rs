@@ -3,7 +3,7 @@
 //! A refused request costs the server almost nothing, and an `Expect: 100-continue`
 //! client is refused without being asked for its body. A client that sends an
 //! oversized body without asking first gets it read and discarded (up to
-//! [`DRAIN_LIMIT`]) before the 413, so that it sees the answer instead of a broken
+//! 16 MiB) before the 413, so that it sees the answer instead of a broken
 //! pipe while still writing.
 
 use std::sync::Arc;
