@@ -129,6 +129,19 @@ def main() -> None:
     message = back.choices[0].message
     assert message.content or message.tool_calls, back
 
+    # `auto` with a strict function (as the Agents SDK sends them): text, or calls whose
+    # arguments the grammar keeps to the schema.
+    strict_add = {"type": "function", "function": dict(ADD["function"], strict=True)}
+    auto = client.chat.completions.create(
+        model=model, messages=ask_sum, tools=[strict_add], temperature=0, max_tokens=60
+    )
+    message = auto.choices[0].message
+    if message.tool_calls:
+        args = check_call(message.tool_calls[0], "add", ["a", "b"])
+        assert all(isinstance(v, int) for v in args.values()), args
+    else:
+        assert message.content and not message.content.lstrip().startswith(("{", "<", "[", "`")), auto
+
     # `tool_choice: "none"`: text only, even with tools listed.
     text = client.chat.completions.create(
         model=model, messages=ask_sum, tools=both, tool_choice="none", temperature=0, max_tokens=20

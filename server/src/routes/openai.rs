@@ -496,10 +496,10 @@ pub async fn chat_completions(
         request.stop.push("\nuser:".into());
     }
     let grammar = match (&tools, answer) {
-        (Some(t), answer) => t
-            .grammar()
-            .or_else(|| answer.map(|a| t.calls_or(&a)))
-            .map(|g| (g, "tools")),
+        (Some(t), Some(a)) if t.choice == openai_tools::Choice::Auto => {
+            Some((t.calls_or(&a), "tools"))
+        }
+        (Some(t), _) => t.grammar().map(|g| (g, "tools")),
         (None, Some(a)) => Some((engine::GrammarSpec::JsonSchema(a), "response_format")),
         (None, None) => None,
     };

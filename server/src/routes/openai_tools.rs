@@ -32,8 +32,9 @@ struct FunctionSpec {
     name: String,
     description: Option<String>,
     parameters: Option<Value>,
-    /// OpenAI's strict mode: arguments always match the schema. Calls this server
-    /// forces are always constrained; `auto` calls are not (see the docs).
+    /// OpenAI's strict mode: arguments always match the schema. Forced calls are
+    /// always constrained; with `auto`, a strict function makes the answer either
+    /// text or constrained calls ([`Tools::grammar`]).
     strict: Option<bool>,
 }
 
@@ -85,6 +86,8 @@ pub struct Tools {
     /// How the model may use them.
     pub choice: Choice,
     parallel: bool,
+    /// Whether a function asks for strict arguments.
+    strict: bool,
 }
 
 /// Checks `tools`, `tool_choice` and `parallel_tool_calls`; `None` when the model is
@@ -127,6 +130,7 @@ pub fn plan(
             _ => Err(bad_choice("`tool_choice` needs `tools`".into())),
         };
     }
+    let mut strict = false;
     let mut specs = Vec::with_capacity(tools.len());
     let mut names: Vec<String> = Vec::with_capacity(tools.len());
     for tool in tools {
@@ -176,8 +180,9 @@ pub fn plan(
             function["description"] = json!(d);
         }
         function["parameters"] = parameters;
-        if let Some(strict) = f.strict {
-            function["strict"] = json!(strict);
+        if let Some(s) = f.strict {
+            strict |= s;
+            function["strict"] = json!(s);
         }
         specs.push(json!({"type": "function", "function": function}));
         names.push(f.name);
@@ -194,6 +199,7 @@ pub fn plan(
         names,
         choice,
         parallel: parallel.unwrap_or(true),
+        strict,
     }))
 }
 
@@ -204,10 +210,21 @@ const LAYOUT: &str =
 impl Tools {
     /// The grammar that forces a call (`required`, a named function): one call, or
     /// several when `parallel_tool_calls` allows, each `{"name": …, "arguments": …}`
-    /// with the arguments valid against that function's parameter schema. `None` for
-    /// `auto` (the model may answer in text; calls are read back afterwards).
+    /// with the arguments valid against that function's parameter schema. For `auto`
+    /// with a strict function: text that does not begin like a call, or such calls.
+    /// `None` for `auto` otherwise (the model may answer in text; calls are read back
+    /// afterwards).
     pub fn grammar(&self) -> Option<GrammarSpec> {
         let names: Vec<&String> = match &self.choice {
+            Choice::Auto if self.strict => {
+                let names: Vec<&String> = self.names.iter().collect();
+                // Text may not start with `<`, `{`, `[` or a backtick: those would
+                // begin a call outside the grammar (`<tool_call>`, bare or fenced JSON).
+                return Some(GrammarSpec::Lark(format!(
+                    "start: calls | text\ntext: /[^<{{\\[`\\s][\\s\\S]*/ | \"\"\n{}",
+                    self.calls_grammar(&names, "calls")
+                )));
+            }
             Choice::Auto => return None,
             Choice::Required => self.names.iter().collect(),
             Choice::Named(n) => vec![n],
@@ -623,6 +640,23 @@ mod tests {
             panic!("no grammar")
         };
         assert!(!g.contains(")*"), "{g}");
+    }
+
+    #[test]
+    fn strict_functions_constrain_auto_calls() {
+        let strict = json!([{"type": "function", "function": {"name": "now", "strict": true,
+            "parameters": {"type": "object", "properties": {}, "additionalProperties": false}}}]);
+        let t = plan(
+            Some(serde_json::from_value(strict).expect("tools")),
+            None,
+            None,
+        )
+        .expect("plan")
+        .expect("tools");
+        let Some(GrammarSpec::Lark(g)) = t.grammar() else {
+            panic!("strict auto calls need a grammar");
+        };
+        assert!(g.starts_with("start: calls | text\n"), "{g}");
     }
 
     #[test]
