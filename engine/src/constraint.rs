@@ -203,9 +203,4 @@ impl Constraint {
     pub fn is_complete(&self) -> bool {
         self.matcher.is_stopped()
     }
-
-    /// Whether the output may end here.
-    pub fn may_end(&mut self) -> bool {
-        self.matcher.is_accepting().unwrap_or(false)
-    }
 }

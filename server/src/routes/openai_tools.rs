@@ -19,7 +19,7 @@ const CLOSE: &str = "</tool_call>";
 /// One entry of `tools`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ToolSpec {
+struct ToolSpec {
     #[serde(rename = "type")]
     kind: String,
     function: Option<FunctionSpec>,
@@ -41,7 +41,7 @@ struct FunctionSpec {
 /// `response_format`.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ResponseFormat {
+enum ResponseFormat {
     /// Plain text (the default).
     Text,
     /// Any JSON object.
@@ -56,7 +56,7 @@ pub enum ResponseFormat {
 /// `response_format.json_schema`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JsonSchemaFormat {
+struct JsonSchemaFormat {
     name: String,
     #[allow(dead_code)]
     description: Option<String>,
