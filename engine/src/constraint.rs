@@ -34,8 +34,10 @@ pub enum GrammarSpec {
 
 /// How JSON is written when the schema does not say: one line, Python's separators
 /// (`", "`, `": "`), as models see JSON in their training data. Flexible whitespace
-/// lets small models wander into endless blank lines.
-fn json_layout() -> Value {
+/// lets small models wander into endless blank lines. The value of a schema's
+/// `x-guidance` key; [`GrammarSpec::JsonSchema`] adds it, a `%json` inside a Lark
+/// grammar needs it written in.
+pub fn json_layout() -> Value {
     json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
 }
 

@@ -37,7 +37,7 @@ pub mod stop;
 pub mod tokenizer;
 
 pub use chat::{ToolCall, Turn};
-pub use constraint::{Constraint, GrammarSpec};
+pub use constraint::{Constraint, GrammarSpec, json_layout};
 pub use error::{EngineError, Result};
 pub use fim::{FimStyle, FimTemplate, RepoContext, RepoFile};
 pub use generation::{

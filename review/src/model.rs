@@ -39,15 +39,70 @@ pub trait ReviewModel: Sync {
     fn name(&self) -> String;
     /// Tokens of `text` (for budgets).
     fn count_tokens(&self, text: &str) -> usize;
-    /// Answers a system + user turn, deterministically; the answer starts with
-    /// `prefix` (included in the returned text).
+    /// Answers a system + user turn, deterministically, in `shape`; the answer starts
+    /// with the shape's [`AnswerShape::prefix`] (included in the returned text).
     fn complete(
         &self,
         system: &str,
         user: &str,
-        prefix: &str,
+        shape: AnswerShape,
         max_new_tokens: usize,
     ) -> Result<Completion, ReviewError>;
+}
+
+/// The two answers a review asks the model for. The engine holds the model to the
+/// shape with a grammar ([`AnswerShape::grammar`]), so even a small model's answer is
+/// always readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerShape {
+    /// `{"findings": [...]}`: a list of findings with the five keys of
+    /// [`system_prompt`], in that order.
+    Findings,
+    /// The self-check's "Yes" or "No".
+    YesNo,
+}
+
+impl AnswerShape {
+    /// The answer's opening, written into the prompt: the model continues after it.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            AnswerShape::Findings => ANSWER_PREFIX,
+            AnswerShape::YesNo => "",
+        }
+    }
+
+    /// The grammar of the rest of the answer (after [`AnswerShape::prefix`]) in
+    /// llguidance's Lark dialect: the findings list's items, each a JSON object
+    /// valid against [`finding_schema`], and its closing `]}`; or one word.
+    pub fn grammar(self) -> engine::GrammarSpec {
+        match self {
+            AnswerShape::Findings => engine::GrammarSpec::Lark(format!(
+                "start: \"]}}\" | finding (\", \" finding)* \"]}}\"\nfinding: %json {}\n",
+                finding_schema()
+            )),
+            AnswerShape::YesNo => {
+                engine::GrammarSpec::Lark(r#"start: "Yes" | "No" | "yes" | "no""#.into())
+            }
+        }
+    }
+}
+
+/// The JSON Schema of one finding in the model's answer: the keys in the order the
+/// prompt shows them, bounded strings (a finding is one line and one sentence).
+pub fn finding_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "line": {"type": "integer", "minimum": 1},
+            "code": {"type": "string", "minLength": 1, "maxLength": 240},
+            "severity": {"enum": ["error", "warning", "info"]},
+            "category": {"enum": ["bug", "security", "performance", "maintainability", "test"]},
+            "message": {"type": "string", "minLength": 1, "maxLength": 300}
+        },
+        "required": ["line", "code", "severity", "category", "message"],
+        "additionalProperties": false,
+        "x-guidance": engine::json_layout()
+    })
 }
 
 /// The engine as a review model: ChatML prompts, greedy decoding, fixed seed.
@@ -88,6 +143,7 @@ impl EngineModel {
         max_new_tokens: usize,
         stop: Vec<String>,
         stop_rule: Option<engine::StopRule>,
+        constraint: Option<engine::Constraint>,
     ) -> Result<engine::Generation, ReviewError> {
         let request = GenerationRequest {
             prompt,
@@ -104,7 +160,7 @@ impl EngineModel {
             speculation: self.speculation,
             stop_rule,
             hint: Vec::new(),
-            constraint: None,
+            constraint,
             logprobs: None,
         };
         let out = self
@@ -151,12 +207,13 @@ impl ReviewModel for EngineModel {
         &self,
         system: &str,
         user: &str,
-        prefix: &str,
+        shape: AnswerShape,
         max_new_tokens: usize,
     ) -> Result<Completion, ReviewError> {
         if self.cancel.is_cancelled() {
             return Err(ReviewError::Cancelled);
         }
+        let prefix = shape.prefix();
         let prompt = chat_ids(self.model(), system, user, prefix)
             .map_err(|e| ReviewError::Model(e.to_string()))?;
         if prompt.len() > self.max_prompt_tokens {
@@ -172,8 +229,17 @@ impl ReviewModel for EngineModel {
         let closed = engine::StopRule(Arc::new(move |raw: &str| {
             answer::json_closed(&format!("{opening}{raw}"))
         }));
-        let out =
-            self.generate_greedy(prompt, max_new_tokens, vec!["\n\n".into()], Some(closed))?;
+        let constraint = self
+            .model()
+            .constraint(&shape.grammar())
+            .map_err(|e| ReviewError::Model(e.to_string()))?;
+        let out = self.generate_greedy(
+            prompt,
+            max_new_tokens,
+            vec!["\n\n".into()],
+            Some(closed),
+            Some(constraint),
+        )?;
         Ok(Completion {
             text: format!("{prefix}{}", out.text),
             prompt_tokens,
@@ -212,6 +278,7 @@ impl crate::likelihood::InfillJudge for EngineModel {
             48 * max_lines.clamp(1, 8),
             Vec::new(),
             Some(stop_rule),
+            None,
         )?;
         Ok(out
             .text
@@ -365,7 +432,7 @@ pub fn review_chunk(
         }
         user = user_prompt(&trimmed, instructions);
     }
-    let answer = model.complete(&system, &user, ANSWER_PREFIX, limits.max_new_tokens)?;
+    let answer = model.complete(&system, &user, AnswerShape::Findings, limits.max_new_tokens)?;
     tracing::trace!(path = %chunk.path, prompt = %user, answer = %answer.text, "review chunk");
     let (grounded, dropped) = ground::ground(answer::parse(&answer.text), chunk);
     let mut review = ChunkReview {
@@ -376,7 +443,12 @@ pub fn review_chunk(
         completion_tokens: answer.completion_tokens,
     };
     for finding in grounded {
-        let check = model.complete(&system, &check_prompt(&user, &finding), "", 3)?;
+        let check = model.complete(
+            &system,
+            &check_prompt(&user, &finding),
+            AnswerShape::YesNo,
+            3,
+        )?;
         review.prompt_tokens += check.prompt_tokens;
         review.completion_tokens += check.completion_tokens;
         if says_no(&check.text) {
@@ -458,7 +530,7 @@ pub(crate) mod tests {
             &self,
             system: &str,
             user: &str,
-            _prefix: &str,
+            _shape: AnswerShape,
             _n: usize,
         ) -> Result<Completion, ReviewError> {
             let text = if user.ends_with("Answer yes or no.") {

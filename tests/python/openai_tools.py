@@ -186,6 +186,20 @@ def main() -> None:
         if c.choices
     )
     assert Person.model_validate_json(streamed) == person, (streamed, person)
+    # `json_schema.description` reaches the model: it is added to the system turn.
+    def person_prompt_tokens(**described) -> int:
+        return client.chat.completions.create(
+            model=model,
+            messages=[{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "Who created Python?"}],
+            response_format={"type": "json_schema", "json_schema": {
+                "name": "person", "schema": Person.model_json_schema(), **described}},
+            temperature=0,
+            max_tokens=40,
+        ).usage.prompt_tokens
+    plain_tokens = person_prompt_tokens()
+    described_tokens = person_prompt_tokens(description="The person who created the language.")
+    assert described_tokens > plain_tokens + 5, (plain_tokens, described_tokens)
 
     # What cannot be honoured is refused by name.
     unique = {"type": "json_schema", "json_schema": {"name": "ids", "schema": {

@@ -455,13 +455,16 @@ pub async fn chat_completions(
     let mut req: ChatRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::unprocessable(format!("invalid chat completions request: {e}")))?;
     check_common(&req.common)?;
-    let messages = chat_messages(&req.messages)?;
+    let mut messages = chat_messages(&req.messages)?;
     let tools = openai_tools::plan(
         req.tools.take(),
         req.tool_choice.as_ref(),
         req.parallel_tool_calls,
     )?;
     let answer = openai_tools::answer_schema(req.response_format.take())?;
+    if let Some(instruction) = answer.as_ref().and_then(|a| a.instruction.clone()) {
+        tell_the_system_turn(&mut messages, instruction);
+    }
     let logprobs = chat_logprobs_wanted(req.logprobs, req.top_logprobs, tools.is_some())?;
     let lease = state
         .lease(ModelRole::Chat, req.common.model.as_deref(), &audit)
@@ -497,10 +500,10 @@ pub async fn chat_completions(
     }
     let grammar = match (&tools, answer) {
         (Some(t), Some(a)) if t.choice == openai_tools::Choice::Auto => {
-            Some((t.calls_or(&a), "tools"))
+            Some((t.calls_or(&a.schema), "tools"))
         }
         (Some(t), _) => t.grammar().map(|g| (g, "tools")),
-        (None, Some(a)) => Some((engine::GrammarSpec::JsonSchema(a), "response_format")),
+        (None, Some(a)) => Some((engine::GrammarSpec::JsonSchema(a.schema), "response_format")),
         (None, None) => None,
     };
     request.logprobs = logprobs;
@@ -703,6 +706,27 @@ fn answered(
         ..Default::default()
     });
     response
+}
+
+/// Adds `instruction` to the chat's system turn (the first message when it is one,
+/// else a new first message).
+fn tell_the_system_turn(messages: &mut Vec<Said>, instruction: String) {
+    match messages.first_mut() {
+        Some(first) if first.role == "system" => {
+            if !first.content.is_empty() {
+                first.content.push_str("\n\n");
+            }
+            first.content.push_str(&instruction);
+        }
+        _ => messages.insert(
+            0,
+            Said {
+                role: "system".into(),
+                content: instruction,
+                calls: Vec::new(),
+            },
+        ),
+    }
 }
 
 /// The chat's messages as (role, text): known roles only (`developer` is `system`),

@@ -58,11 +58,23 @@ enum ResponseFormat {
 #[serde(deny_unknown_fields)]
 struct JsonSchemaFormat {
     name: String,
-    #[allow(dead_code)]
+    /// What the format is for: shown to the model (OpenAI: "used by the model to
+    /// determine how to respond in the format").
     description: Option<String>,
     schema: Option<Value>,
+    /// OpenAI's strict mode. The schema is always enforced by the grammar, so `false`
+    /// (best effort) gets the stricter behaviour; nothing is lost by it.
     #[allow(dead_code)]
     strict: Option<bool>,
+}
+
+/// What `response_format` asks of the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The JSON Schema the answer must match (`{"type": "object"}` for `json_object`).
+    pub schema: Value,
+    /// `json_schema.description`, phrased for the system turn.
+    pub instruction: Option<String>,
 }
 
 /// How the model may use the tools.
@@ -203,10 +215,6 @@ pub fn plan(
     }))
 }
 
-/// How the JSON inside a forced call is written (as Qwen's template shows calls).
-const LAYOUT: &str =
-    r#"{"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}"#;
-
 impl Tools {
     /// The grammar that forces a call (`required`, a named function): one call, or
     /// several when `parallel_tool_calls` allows, each `{"name": …, "arguments": …}`
@@ -252,8 +260,9 @@ impl Tools {
             })
             .collect();
         let body = format!(
-            r#"{{"anyOf": [{}], "x-guidance": {LAYOUT}}}"#,
-            alternatives.join(", ")
+            r#"{{"anyOf": [{}], "x-guidance": {}}}"#,
+            alternatives.join(", "),
+            engine::json_layout()
         );
         let repeat = if self.parallel {
             format!(r#" ("\n" {rule}_call)*"#)
@@ -271,8 +280,7 @@ impl Tools {
         let names: Vec<&String> = self.names.iter().collect();
         let mut answer = answer.clone();
         if let Some(map) = answer.as_object_mut() {
-            map.entry("x-guidance")
-                .or_insert_with(|| serde_json::from_str(LAYOUT).unwrap_or(Value::Null));
+            map.entry("x-guidance").or_insert_with(engine::json_layout);
         }
         GrammarSpec::Lark(format!(
             "start: calls | answer\nanswer: %json {answer}\n{}",
@@ -282,7 +290,7 @@ impl Tools {
 }
 
 /// The JSON Schema a `response_format` asks for (`None` for text).
-pub fn answer_schema(format: Option<Value>) -> Result<Option<Value>, ApiError> {
+pub fn answer_schema(format: Option<Value>) -> Result<Option<Answer>, ApiError> {
     let format = format
         .map(serde_json::from_value::<ResponseFormat>)
         .transpose()
@@ -294,7 +302,10 @@ pub fn answer_schema(format: Option<Value>) -> Result<Option<Value>, ApiError> {
         })?;
     match format {
         None | Some(ResponseFormat::Text) => Ok(None),
-        Some(ResponseFormat::JsonObject) => Ok(Some(json!({"type": "object"}))),
+        Some(ResponseFormat::JsonObject) => Ok(Some(Answer {
+            schema: json!({"type": "object"}),
+            instruction: None,
+        })),
         Some(ResponseFormat::JsonSchema { json_schema }) => {
             if json_schema.name.is_empty() {
                 return Err(
@@ -302,14 +313,24 @@ pub fn answer_schema(format: Option<Value>) -> Result<Option<Value>, ApiError> {
                         .with_param("response_format"),
                 );
             }
-            match json_schema.schema {
-                Some(s) if s.is_object() || s.is_boolean() => Ok(Some(s)),
-                Some(_) => Err(ApiError::unprocessable(
-                    "`json_schema.schema` must be a JSON Schema object",
-                )
-                .with_param("response_format")),
-                None => Ok(Some(json!({}))),
-            }
+            let schema = match json_schema.schema {
+                Some(s) if s.is_object() || s.is_boolean() => s,
+                Some(_) => {
+                    return Err(ApiError::unprocessable(
+                        "`json_schema.schema` must be a JSON Schema object",
+                    )
+                    .with_param("response_format"));
+                }
+                None => json!({}),
+            };
+            let instruction = json_schema
+                .description
+                .filter(|d| !d.trim().is_empty())
+                .map(|d| format!("Answer with JSON ({}): {}", json_schema.name, d.trim()));
+            Ok(Some(Answer {
+                schema,
+                instruction,
+            }))
         }
     }
 }
@@ -518,6 +539,36 @@ fn partial_tail(text: &str, marker: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_formats_give_a_schema_and_the_description_for_the_model() {
+        assert_eq!(answer_schema(None).expect("none"), None);
+        assert_eq!(
+            answer_schema(Some(json!({"type": "text"}))).expect("text"),
+            None
+        );
+        let object = answer_schema(Some(json!({"type": "json_object"})))
+            .expect("object")
+            .expect("a schema");
+        assert_eq!(object.schema, json!({"type": "object"}));
+        let described = answer_schema(Some(json!({"type": "json_schema", "json_schema": {
+            "name": "person", "description": " Who made it. ", "schema": {"type": "object"}, "strict": false}})))
+        .expect("schema")
+        .expect("a schema");
+        assert_eq!(
+            described.instruction.as_deref(),
+            Some("Answer with JSON (person): Who made it.")
+        );
+        for bad in [
+            json!({"type": "json_schema", "json_schema": {"name": "", "schema": {}}}),
+            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}),
+            json!({"type": "json_schema", "json_schema": {"name": "x", "format": "y"}}),
+            json!({"type": "grammar"}),
+        ] {
+            let e = answer_schema(Some(bad.clone())).expect_err("refused");
+            assert_eq!(e.param.as_deref(), Some("response_format"), "{bad}");
+        }
+    }
 
     fn tools(choice: Option<Value>) -> Tools {
         let specs: Vec<Value> = serde_json::from_value(json!([
