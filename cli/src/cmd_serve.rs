@@ -55,7 +55,9 @@ pub fn run(home: &Home, args: ServeArgs) -> Result<()> {
     };
     // A missing model file is the likeliest mistake: said before anything else.
     for entry in config.served_models() {
-        entry_path(home, &entry)?;
+        if entry.engine.as_deref().is_none_or(|e| e == "builtin") {
+            entry_path(home, &entry)?;
+        }
     }
     let resources = Resources {
         loader: Arc::new(loader),

@@ -146,6 +146,7 @@ pub fn serve(
             })
             .map_err(ServeError::system("start the refresh thread"))?;
         reload_on_hangup(state.clone()).map_err(ServeError::system("watch SIGHUP"))?;
+        check_backends(state.clone());
         tracing::info!(models = ?ids, address = %bound, local = state.local, "serving");
         ready(bound, ids);
         Ok::<_, ServeError>(listen::serve(listener, app(state), listen_limits, shutdown).await)
@@ -162,6 +163,21 @@ pub fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the remote backends' health checks (each backend's own interval) for the
+/// models being served, whatever reloads do to them.
+fn check_backends(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        loop {
+            for entry in &state.model_set().entries {
+                if let Some(upstream) = entry.model.upstream.clone() {
+                    tokio::spawn(async move { upstream.health_tick().await });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
 }
 
 /// Reloads the models on every SIGHUP (one at a time, off the runtime; a failed

@@ -168,7 +168,9 @@ impl ModelRole {
 pub struct ModelEntry {
     /// The id clients pass as `model` (letters, digits, `.`, `_`, `-`; unique).
     pub name: String,
-    /// Model file or directory, or a catalogue name (`qwen2.5-coder-0.5b`).
+    /// Model file or directory, or a catalogue name (`qwen2.5-coder-0.5b`); empty for
+    /// a model on a remote backend.
+    #[serde(default)]
     pub path: PathBuf,
     /// Expected SHA-256; the server refuses to load the model on a mismatch.
     pub sha256: Option<String>,
@@ -189,9 +191,30 @@ pub struct ModelEntry {
     /// Unload the model after this many seconds without a request; the next request
     /// loads it again (default: kept loaded).
     pub unload_after_secs: Option<u64>,
+    /// Who runs the model: `builtin` (the default: Souffleur's engine) or a remote
+    /// engine (`llama.cpp-infill`, `openai-completions`, `ollama`) reached through
+    /// `backend`.
+    pub engine: Option<String>,
+    /// `[models.backend]`: the replicas of a remote engine and how to reach them.
+    pub backend: Option<crate::upstream::BackendSection>,
 }
 
 impl ModelEntry {
+    /// The remote engine's kind, or `None` for the built-in engine.
+    pub fn remote_kind(&self) -> Result<Option<crate::upstream::kind::Kind>> {
+        match self.engine.as_deref() {
+            None | Some("builtin") => Ok(None),
+            Some(other) => serde_json::from_value(serde_json::Value::from(other))
+                .map(Some)
+                .map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "`engine` of model `{}` is `builtin`, `llama.cpp-infill`, `openai-completions` or `ollama`, not `{other}`",
+                        self.name
+                    ))
+                }),
+        }
+    }
+
     /// The speculation setting this model's requests get by default.
     pub fn speculation<'a>(&'a self, scheduler: &'a SchedulerSection) -> &'a str {
         self.speculation
@@ -407,6 +430,8 @@ impl Config {
             max_active: None,
             prefix_cache_mib: None,
             unload_after_secs: None,
+            engine: None,
+            backend: None,
         }]
     }
 
@@ -432,6 +457,50 @@ impl Config {
     /// Whether the models come from `[[models]]` (named) rather than `[model]`.
     pub fn has_named_models(&self) -> bool {
         !self.models.is_empty()
+    }
+
+    /// Checks a model on a remote engine: a valid `backend`, completions only, and none
+    /// of the built-in engine's settings (they would be silently meaningless).
+    fn validate_remote(entry: &ModelEntry) -> Result<()> {
+        let name = &entry.name;
+        let Some(kind) = entry.remote_kind()? else {
+            return Ok(());
+        };
+        let Some(backend) = &entry.backend else {
+            invalid!(
+                "model `{name}` runs on `{}`, which needs `[models.backend]` with its `replicas`",
+                kind.name()
+            );
+        };
+        backend.validate(kind, name).map_err(ConfigError::Invalid)?;
+        if kind.renders_fim() && backend.fim_template.is_none() {
+            invalid!(
+                "model `{name}`: a `{}` backend needs `backend.fim_template` (`qwen`, `starcoder`, `code-llama` or `deepseek`): Souffleur renders the prompt",
+                kind.name()
+            );
+        }
+        let builtin_only = [
+            ("path", !entry.path.as_os_str().is_empty()),
+            ("sha256", entry.sha256.is_some()),
+            ("draft", entry.draft.is_some()),
+            ("draft_sha256", entry.draft_sha256.is_some()),
+            ("speculation", entry.speculation.is_some()),
+            ("max_active", entry.max_active.is_some()),
+            ("prefix_cache_mib", entry.prefix_cache_mib.is_some()),
+            ("unload_after_secs", entry.unload_after_secs.is_some()),
+        ];
+        if let Some((key, _)) = builtin_only.iter().find(|(_, set)| *set) {
+            invalid!(
+                "`{key}` of model `{name}` is a setting of the built-in engine; the model runs on `{}` (use `backend.max_in_flight` for limits)",
+                kind.name()
+            );
+        }
+        if entry.roles.iter().any(|r| *r != ModelRole::Completion) || entry.roles.is_empty() {
+            invalid!(
+                "model `{name}` on a remote backend serves `roles = [\"completion\"]`; chat and review through remote backends are not available yet"
+            );
+        }
+        Ok(())
     }
 
     fn validate_models(&self) -> Result<()> {
@@ -483,6 +552,18 @@ impl Config {
             }
             if !names.insert(name.as_str()) {
                 invalid!("two `[[models]]` are named `{name}`");
+            }
+            if entry.remote_kind()?.is_some() {
+                Self::validate_remote(entry)?;
+                continue;
+            }
+            if entry.backend.is_some() {
+                invalid!(
+                    "model `{name}` has a `backend` but runs on the built-in engine: set `engine`"
+                );
+            }
+            if entry.path.as_os_str().is_empty() {
+                invalid!("model `{name}` needs a `path` (a file, a directory or a catalogue name)");
             }
             for (key, sum) in [
                 ("sha256", &entry.sha256),
@@ -705,6 +786,94 @@ speculation = "off"
         .expect("valid");
         assert_eq!(c.role_default(ModelRole::Chat), Some("chat-new"));
         assert_eq!(c.role_default(ModelRole::Review), Some("coder-1.5b"));
+    }
+
+    const REMOTE: &str = r#"
+[[models]]
+name = "remote"
+engine = "openai-completions"
+roles = ["completion"]
+[models.backend]
+replicas = ["http://10.0.0.5:8000", "http://10.0.0.6:8000/"]
+model = "Qwen/Qwen2.5-Coder-7B"
+fim_template = "qwen"
+api_key_env = "VLLM_KEY"
+"#;
+
+    #[test]
+    fn remote_models_are_checked_for_what_they_can_do() {
+        let c = Config::parse(REMOTE).expect("valid");
+        let m = &c.served_models()[0];
+        assert_eq!(
+            m.remote_kind().expect("kind"),
+            Some(crate::upstream::kind::Kind::OpenAiCompletions)
+        );
+        let backend = m.backend.as_ref().expect("backend");
+        assert_eq!(backend.max_in_flight, 16);
+        assert_eq!(backend.connect_timeout_ms, 1000);
+        for (change, named) in [
+            (
+                ("engine = \"openai-completions\"", "engine = \"vllm\""),
+                "`engine` of model `remote`",
+            ),
+            (
+                ("http://10.0.0.5:8000\"", "https://10.0.0.5:8000\""),
+                "http:// URL",
+            ),
+            (
+                ("http://10.0.0.5:8000\"", "http://10.0.0.5:8000/v1\""),
+                "base URL",
+            ),
+            (("fim_template = \"qwen\"\n", ""), "backend.fim_template"),
+            (
+                (
+                    "roles = [\"completion\"]",
+                    "roles = [\"completion\", \"chat\"]",
+                ),
+                "chat and review",
+            ),
+            (
+                (
+                    "roles = [\"completion\"]",
+                    "roles = [\"completion\"]\npath = \"m.gguf\"",
+                ),
+                "`path` of model `remote`",
+            ),
+            (
+                (
+                    "roles = [\"completion\"]",
+                    "roles = [\"completion\"]\nmax_active = 4",
+                ),
+                "`max_active` of model `remote`",
+            ),
+            (
+                (
+                    "api_key_env = \"VLLM_KEY\"",
+                    "api_key_env = \"K\"\napi_key_file = \"/k\"",
+                ),
+                "not both",
+            ),
+            (
+                (
+                    "[models.backend]\nreplicas = [\"http://10.0.0.5:8000\", \"http://10.0.0.6:8000/\"]",
+                    "[models.backend]\nreplicas = []",
+                ),
+                "empty",
+            ),
+        ] {
+            let text = REMOTE.replace(change.0, change.1);
+            assert_ne!(text, REMOTE, "{change:?}");
+            let err = Config::parse(&text).expect_err(named);
+            assert!(format!("{err:#}").contains(named), "{named}: {err:#}");
+        }
+        let err = Config::parse("[[models]]\nname = \"b\"\nroles = [\"completion\"]\n")
+            .expect_err("no path");
+        assert!(format!("{err:#}").contains("needs a `path`"), "{err:#}");
+        let err = Config::parse(
+            "[[models]]\nname = \"b\"\npath = \"m.gguf\"\n[models.backend]\nreplicas = [\"http://h:1\"]\n",
+        )
+        .expect_err("backend without engine");
+        assert!(format!("{err:#}").contains("set `engine`"), "{err:#}");
     }
 
     #[test]

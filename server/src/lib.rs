@@ -25,6 +25,7 @@ pub mod models;
 pub mod routes;
 pub mod state;
 pub mod store;
+pub mod upstream;
 
 pub use app::{Resources, ServeError, app, serve};
 pub use config::Config;

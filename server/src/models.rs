@@ -76,8 +76,11 @@ pub struct ServedModel {
     pub config: Arc<Config>,
     /// Speculative decoding its requests get unless they ask otherwise.
     pub speculation: engine::Speculation,
-    /// Facts about the model (kept while it is unloaded).
-    pub info: ModelInfo,
+    /// Facts about the model (kept while it is unloaded); `None` for a model on a
+    /// remote backend.
+    pub info: Option<ModelInfo>,
+    /// The remote backend serving it, instead of the built-in engine.
+    pub upstream: Option<Arc<crate::upstream::Upstream>>,
     /// Whether a draft model is loaded beside it.
     pub has_draft: bool,
     /// Bytes its weights occupy when loaded.
@@ -122,8 +125,41 @@ impl ServedModel {
             entry,
             config,
             speculation,
-            info,
+            info: Some(info),
+            upstream: None,
             engine: Mutex::new(Some(loaded.engine)),
+            loading: tokio::sync::Mutex::new(()),
+            loaded_at_ms: AtomicU64::new(now),
+            last_used_ms: AtomicU64::new(now),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// A model served by the remote backend of `entry` (its replicas are not contacted
+    /// here: the health checks and the first request do that).
+    pub fn remote(entry: ModelEntry, config: Arc<Config>) -> Result<Self, LoadError> {
+        let kind = entry
+            .remote_kind()
+            .map_err(|e| LoadError(e.to_string()))?
+            .ok_or_else(|| LoadError(format!("model `{}` is not remote", entry.name)))?;
+        let section = entry
+            .backend
+            .clone()
+            .ok_or_else(|| LoadError(format!("model `{}` has no `backend`", entry.name)))?;
+        let upstream = crate::upstream::Upstream::new(&entry.name, kind, &section)
+            .map_err(|e| LoadError(e.to_string()))?;
+        let now = now_ms();
+        Ok(Self {
+            id: entry.name.clone(),
+            sha256: String::new(),
+            has_draft: false,
+            weights_bytes: 0,
+            speculation: engine::Speculation::Off,
+            info: None,
+            upstream: Some(Arc::new(upstream)),
+            entry,
+            config,
+            engine: Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
             loaded_at_ms: AtomicU64::new(now),
             last_used_ms: AtomicU64::new(now),
@@ -146,9 +182,11 @@ impl ServedModel {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// `loaded` or `unloaded` (idle).
+    /// `loaded`, `unloaded` (idle) or `remote`.
     pub fn state(&self) -> &'static str {
-        if self.engine_now().is_some() {
+        if self.upstream.is_some() {
+            "remote"
+        } else if self.engine_now().is_some() {
             "loaded"
         } else {
             "unloaded"
@@ -175,10 +213,17 @@ impl ServedModel {
         loader: &Arc<dyn ModelLoader>,
     ) -> Result<ModelLease, ApiError> {
         let guard = InFlight::new(self.clone());
+        if let Some(upstream) = &self.upstream {
+            return Ok(ModelLease {
+                model: self.clone(),
+                backend: Backend::Remote(upstream.clone()),
+                _in_flight: guard,
+            });
+        }
         if let Some(engine) = self.engine_now() {
             return Ok(ModelLease {
                 model: self.clone(),
-                engine,
+                backend: Backend::Builtin(engine),
                 _in_flight: guard,
             });
         }
@@ -186,7 +231,7 @@ impl ServedModel {
         if let Some(engine) = self.engine_now() {
             return Ok(ModelLease {
                 model: self.clone(),
-                engine,
+                backend: Backend::Builtin(engine),
                 _in_flight: guard,
             });
         }
@@ -222,7 +267,7 @@ impl ServedModel {
         self.loaded_at_ms.store(now_ms(), Ordering::Relaxed);
         Ok(ModelLease {
             model: self.clone(),
-            engine,
+            backend: Backend::Builtin(engine),
             _in_flight: guard,
         })
     }
@@ -263,14 +308,40 @@ impl Drop for InFlight {
     }
 }
 
+/// What runs a leased model.
+#[derive(Clone)]
+pub enum Backend {
+    /// Souffleur's engine.
+    Builtin(Engine),
+    /// A remote engine's replicas.
+    Remote(Arc<crate::upstream::Upstream>),
+}
+
 /// A request's hold on a model: its engine stays up (not unloaded, not dropped by a
 /// reload) until the lease is dropped.
 pub struct ModelLease {
     /// The model.
     pub model: Arc<ServedModel>,
-    /// Its running engine.
-    pub engine: Engine,
+    /// What runs it.
+    pub backend: Backend,
     _in_flight: InFlight,
+}
+
+impl ModelLease {
+    /// The built-in engine running the model; a model on a remote backend only serves
+    /// what [`Backend::Remote`] supports (completions), and anything else is a 422
+    /// naming the model.
+    pub fn engine(&self) -> Result<&Engine, ApiError> {
+        match &self.backend {
+            Backend::Builtin(engine) => Ok(engine),
+            Backend::Remote(up) => Err(ApiError::unprocessable(format!(
+                "model `{}` runs on a remote `{}` backend, which serves code completions (`segments` requests) only",
+                self.model.id,
+                up.wire.kind.name()
+            ))
+            .with_param("model")),
+        }
+    }
 }
 
 impl std::fmt::Debug for ModelLease {
@@ -384,7 +455,22 @@ impl ModelSet {
             .iter()
             .map(|e| {
                 let m = &e.model;
-                let info = &m.info;
+                let roles: Vec<&str> = e.roles.iter().map(|r| r.name()).collect();
+                let default_for: Vec<&str> =
+                    self.default_roles(m).iter().map(|r| r.name()).collect();
+                let Some(info) = &m.info else {
+                    return json!({
+                        "id": m.id,
+                        "object": "model",
+                        "created": m.loaded_at(),
+                        "owned_by": "souffleur",
+                        "roles": roles,
+                        "default_for": default_for,
+                        "state": m.state(),
+                        "in_flight": m.in_flight(),
+                        "backend": m.upstream.as_ref().map(|u| u.status()),
+                    });
+                };
                 let quantisation: Vec<Value> = info
                     .tensor_types
                     .iter()
@@ -395,8 +481,8 @@ impl ModelSet {
                     "object": "model",
                     "created": m.loaded_at(),
                     "owned_by": "souffleur",
-                    "roles": e.roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
-                    "default_for": self.default_roles(m).iter().map(|r| r.name()).collect::<Vec<_>>(),
+                    "roles": roles,
+                    "default_for": default_for,
                     "sha256": m.sha256,
                     "name": info.name,
                     "format": format!("{:?}", info.format),
@@ -453,6 +539,32 @@ pub fn build_set(
     let mut report = ReloadReport::default();
     let mut entries = Vec::new();
     for entry in config.served_models() {
+        if entry
+            .remote_kind()
+            .map_err(|e| LoadError(e.to_string()))?
+            .is_some()
+        {
+            let kept = current.and_then(|set| {
+                set.entries
+                    .iter()
+                    .find(|e| e.model.upstream.is_some() && e.model.entry == entry)
+            });
+            let model = match kept {
+                Some(e) => {
+                    report.kept.push(entry.name.clone());
+                    e.model.clone()
+                }
+                None => {
+                    report.loaded.push(entry.name.clone());
+                    Arc::new(ServedModel::remote(entry.clone(), config.clone())?)
+                }
+            };
+            entries.push(SetEntry {
+                model,
+                roles: entry.roles.clone(),
+            });
+            continue;
+        }
         let identity = loader.identify(&entry)?;
         let same = current.and_then(|set| {
             set.entries.iter().find(|e| {

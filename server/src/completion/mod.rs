@@ -7,4 +7,5 @@ pub mod generate;
 pub mod keystrokes;
 pub mod postprocess;
 pub mod prompt;
+pub mod remote;
 pub mod service;

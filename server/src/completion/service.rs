@@ -10,11 +10,11 @@ use engine::{CancelToken, GenerationRequest, Model, SamplingParams};
 use indexer::RetrievalRequest;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::completion::generate;
 use crate::completion::postprocess::{self, Mode};
 use crate::completion::prompt::{self, Budgets, BuiltPrompt, ContextSnippet, FilePlace};
+use crate::completion::{generate, remote};
 use crate::error::ApiError;
-use crate::models::ModelLease;
+use crate::models::{Backend, ModelLease};
 use crate::state::{AppState, Caller};
 
 /// A completion request, whatever shape it came in.
@@ -80,13 +80,20 @@ pub async fn complete(
     input.prefix = tail_chars(&input.prefix, chars).to_string();
     input.suffix = head_chars(&input.suffix, chars).to_string();
     let mode = postprocess::mode(&input.prefix, &input.suffix);
+    let engine = match &lease.backend {
+        Backend::Builtin(engine) => engine.clone(),
+        Backend::Remote(upstream) => {
+            let upstream = upstream.clone();
+            return remote::complete(state, caller, permit, lease, upstream, input, mode).await;
+        }
+    };
     let tokenizing = state
         .tokenizing_slot(input.prefix.len() + input.suffix.len())
         .await?;
     let (built, input) = {
         let state = state.clone();
         let caller = caller.clone();
-        let model = lease.engine.model().clone();
+        let model = engine.model().clone();
         tokio::task::spawn_blocking(move || {
             build_prompt(&state, &model, &caller, &input, mode).map(|b| (b, input))
         })
@@ -99,7 +106,7 @@ pub async fn complete(
     let cancel = CancelToken::new();
     let request = generation_request(
         state,
-        lease.engine.model(),
+        engine.model(),
         &input,
         &key_user,
         built.tokens.clone(),
@@ -110,7 +117,7 @@ pub async fn complete(
     // nor is cancelled by another (several clients may share a caller), nor leaves a hint.
     let keyed = !file.is_empty();
     let gen_id = keyed.then(|| state.start_generation(&key_user, file, &cancel));
-    let result = match generate::start(&lease.engine, request) {
+    let result = match generate::start(&engine, request) {
         Ok(r) => r.collect().await,
         Err(e) => Err(e),
     };
@@ -193,7 +200,7 @@ fn generation_request(
 }
 
 /// The token budgets of a request's prompt.
-fn budgets(state: &AppState, mode: Mode) -> Budgets {
+pub(crate) fn budgets(state: &AppState, mode: Mode) -> Budgets {
     let cfg = &state.config.completion;
     Budgets {
         prefix: cfg.prefix_tokens,
@@ -217,26 +224,15 @@ fn build_prompt(
 ) -> Result<BuiltPrompt, ApiError> {
     let cfg = &state.config.completion;
     let budgets = budgets(state, mode);
-    let mut snippets = input.declarations.clone();
-    if input.retrieval {
-        snippets.extend(retrieve(state, model, caller, input, budgets)?);
-    }
-    for s in &input.client_snippets {
-        if !snippets.iter().any(|k| k.text.trim() == s.text.trim()) {
-            snippets.push(s.clone());
-        }
-    }
-    if let Some(clip) = input.clipboard.as_deref()
-        && !clip.trim().is_empty()
-        && clip.lines().count() <= 20
-    {
-        snippets.push(ContextSnippet {
-            path: "clipboard".into(),
-            text: clip.to_string(),
-            source: "clipboard",
-            repo: None,
-        });
-    }
+    let widest = Budgets {
+        suffix: cfg.suffix_tokens,
+        ..budgets
+    };
+    let visible = prompt::visible_lines(model, &input.prefix, &input.suffix, widest);
+    let tokenizer = model.tokenizer();
+    let snippets = gather_snippets(state, caller, input, visible, budgets, &|text: &str| {
+        tokenizer.count(text)
+    })?;
     let place = (cfg.repository_format && !input.filepath.is_empty()).then(|| {
         let (repo, path) = locate(state, caller, input);
         FilePlace {
@@ -254,6 +250,40 @@ fn build_prompt(
         budgets,
         state.config.limits.max_prompt_tokens,
     )?)
+}
+
+/// A request's snippets in order: the client's declarations, retrieved ones (for the
+/// `visible` lines around the cursor, within the snippet budget as `count` measures
+/// it), the client's other snippets, the clipboard.
+pub(crate) fn gather_snippets(
+    state: &AppState,
+    caller: &Caller,
+    input: &CompletionInput,
+    visible: (String, String),
+    budgets: Budgets,
+    count: &dyn Fn(&str) -> usize,
+) -> Result<Vec<ContextSnippet>, ApiError> {
+    let mut snippets = input.declarations.clone();
+    if input.retrieval {
+        snippets.extend(retrieve(state, caller, input, visible, budgets, count)?);
+    }
+    for s in &input.client_snippets {
+        if !snippets.iter().any(|k| k.text.trim() == s.text.trim()) {
+            snippets.push(s.clone());
+        }
+    }
+    if let Some(clip) = input.clipboard.as_deref()
+        && !clip.trim().is_empty()
+        && clip.lines().count() <= 20
+    {
+        snippets.push(ContextSnippet {
+            path: "clipboard".into(),
+            text: clip.to_string(),
+            source: "clipboard",
+            repo: None,
+        });
+    }
+    Ok(snippets)
 }
 
 /// The indexed repository (of those the caller may read) that holds the request's file,
@@ -295,10 +325,11 @@ fn repo_name_of_url(url: Option<&str>) -> String {
 /// Snippets from the code index for the cursor, limited to the caller's repositories.
 fn retrieve(
     state: &AppState,
-    model: &Model,
     caller: &Caller,
     input: &CompletionInput,
+    (before, after): (String, String),
     budgets: Budgets,
+    count: &dyn Fn(&str) -> usize,
 ) -> Result<Vec<ContextSnippet>, ApiError> {
     let Some(index) = &state.index else {
         return Ok(Vec::new());
@@ -313,15 +344,8 @@ fn retrieve(
     // line is typed and the prefix cache keeps hitting. The same file's code outside
     // them may come back as snippets. The suffix counts with its longest budget, which
     // keeps the snippets the same when the mode changes between keystrokes.
-    let widest = Budgets {
-        suffix: state.config.completion.suffix_tokens,
-        ..budgets
-    };
-    let (before, after) = prompt::visible_lines(model, &input.prefix, &input.suffix, widest);
     let mut request = RetrievalRequest::new(&repos, &relative, &before, &after, budgets.snippets);
     request.language = Some(&input.language);
-    let tokenizer = model.tokenizer();
-    let count = |text: &str| tokenizer.count(text);
     let found = index.retrieve(&request, &count)?;
     Ok(found
         .into_iter()

@@ -99,7 +99,18 @@ pub async fn metrics_text(
         .iter()
         .map(|(id, engine)| (id.as_str(), engine.counters()))
         .collect();
-    let text = state.metrics.render(&counters, docs);
+    let mut text = state.metrics.render(&counters, docs);
+    let backends: Vec<(&str, &crate::upstream::Upstream)> = set
+        .entries
+        .iter()
+        .filter_map(|e| {
+            e.model
+                .upstream
+                .as_deref()
+                .map(|u| (e.model.id.as_str(), u))
+        })
+        .collect();
+    text.push_str(&crate::upstream::render_metrics(&backends));
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -352,9 +352,9 @@ pub async fn legacy_completions(
         }
         request.logprobs = Some(n);
     }
-    let model = lease.engine.model().clone();
+    let model = lease.engine()?.model().clone();
     let prompt_len = request.prompt.len() as i64;
-    let running = generate::start(&lease.engine, request)?;
+    let running = generate::start(lease.engine()?, request)?;
     let head = Head::new(&state, &lease.model, "cmpl");
     if stream {
         let chunk_head = head.clone();
@@ -426,7 +426,7 @@ where
     }
     let bytes = texts.iter().map(|t| t.len()).sum();
     let slot = state.tokenizing_slot(bytes).await?;
-    let model = lease.engine.model().clone();
+    let model = lease.engine()?.model().clone();
     let ids = tokio::task::spawn_blocking(move || f(&model))
         .await
         .map_err(|_| ApiError::internal("the tokenizer task failed"))??;
@@ -469,7 +469,7 @@ pub async fn chat_completions(
     let lease = state
         .lease(ModelRole::Chat, req.common.model.as_deref(), &audit)
         .await?;
-    let model = lease.engine.model().clone();
+    let model = lease.engine()?.model().clone();
     let uses_tools = tools.is_some() || messages.iter().any(|m| !m.calls.is_empty());
     if uses_tools && !model.supports_tools() {
         return Err(ApiError::unprocessable(format!(
@@ -517,7 +517,7 @@ pub async fn chat_completions(
         })?);
     }
     let prompt_len = request.prompt.len() as i64;
-    let running = generate::start(&lease.engine, request)?;
+    let running = generate::start(lease.engine()?, request)?;
     let head = Head::new(&state, &lease.model, "chatcmpl");
     if stream {
         audit.update(|a| {

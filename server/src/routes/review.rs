@@ -89,7 +89,7 @@ pub async fn review(
         .lease(ModelRole::Review, req.model.as_deref(), &audit)
         .await?;
     let stream = req.stream;
-    let context = lease.model.info.config.context_length;
+    let context = lease.engine()?.model().info().config.context_length;
     let (prepared, options, format) = prepare(&state, &caller, context, req).await?;
     let cancel = CancelToken::new();
     let guard = CancelOnDrop(cancel.clone());
@@ -332,9 +332,13 @@ fn run_review(
     cancel: CancelToken,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, ReviewError> {
-    let model = options.model_review.then(|| {
+    let engine = match &lease.backend {
+        crate::models::Backend::Builtin(engine) => Some(engine.clone()),
+        crate::models::Backend::Remote(_) => None,
+    };
+    let model = engine.filter(|_| options.model_review).map(|engine| {
         EngineModel::new(
-            lease.engine.clone(),
+            engine,
             lease.model.id.clone(),
             cancel,
             options.limits.prompt_tokens + options.limits.prompt_tokens / 8,

@@ -1,0 +1,592 @@
+//! The wire formats of the remote engines Souffleur can front: how a fill-in-the-middle
+//! request is written for each, and how each one's streamed answer is read back.
+//!
+//! - `llama.cpp-infill`: llama.cpp server's `POST /infill` (`input_prefix`,
+//!   `input_suffix`, `input_extra`, `cache_prompt`); the server renders the model's FIM
+//!   template itself. Streams server-sent events `data: {"content": …, "stop": …}`.
+//! - `openai-completions`: any OpenAI-compatible `POST /v1/completions` (vLLM, llama.cpp
+//!   server, SGLang, TGI). vLLM rejects `suffix`, so the FIM prompt is rendered here into
+//!   `prompt`, and the template's end tokens are sent as `stop`. Streams
+//!   `data: {"choices": [{"text": …, "finish_reason": …}]}` and `data: [DONE]`.
+//! - `ollama`: `POST /api/generate` with `raw: true` and the rendered FIM prompt.
+//!   Streams JSON lines `{"response": …, "done": …}`.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// How Souffleur talks to a remote engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Kind {
+    /// llama.cpp server's `/infill`.
+    #[serde(rename = "llama.cpp-infill")]
+    LlamaCppInfill,
+    /// An OpenAI-compatible `/v1/completions`.
+    #[serde(rename = "openai-completions")]
+    OpenAiCompletions,
+    /// Ollama's `/api/generate`.
+    #[serde(rename = "ollama")]
+    Ollama,
+}
+
+impl Kind {
+    /// The name in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::LlamaCppInfill => "llama.cpp-infill",
+            Kind::OpenAiCompletions => "openai-completions",
+            Kind::Ollama => "ollama",
+        }
+    }
+
+    /// The path the active health check asks (200 means healthy): llama.cpp's
+    /// `/health` answers 503 while the model loads.
+    pub fn health_path(self) -> &'static str {
+        match self {
+            Kind::LlamaCppInfill => "/health",
+            Kind::OpenAiCompletions => "/v1/models",
+            Kind::Ollama => "/api/tags",
+        }
+    }
+
+    /// Whether the kind needs the FIM prompt rendered by Souffleur.
+    pub fn renders_fim(self) -> bool {
+        !matches!(self, Kind::LlamaCppInfill)
+    }
+}
+
+/// A model family's fill-in-the-middle template, for kinds that take a rendered prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FimFormat {
+    /// Qwen2.5-Coder: `<|fim_prefix|>…<|fim_suffix|>…<|fim_middle|>`, other files as
+    /// `<|file_sep|>path` sections.
+    Qwen,
+    /// StarCoder / StarCoder2: `<fim_prefix>…<fim_suffix>…<fim_middle>`.
+    Starcoder,
+    /// Code Llama: `<PRE> … <SUF>… <MID>`.
+    CodeLlama,
+    /// DeepSeek-Coder: `<｜fim▁begin｜>…<｜fim▁hole｜>…<｜fim▁end｜>`.
+    Deepseek,
+}
+
+impl FimFormat {
+    /// The prompt for `prefix` and `suffix`, other files' snippets before it.
+    pub fn render(self, prefix: &str, suffix: &str, extra: &[ExtraFile]) -> String {
+        let mut out = String::new();
+        match self {
+            FimFormat::Qwen => {
+                for f in extra {
+                    out.push_str(&format!("<|file_sep|>{}\n{}\n", f.filename, f.text));
+                }
+                out.push_str(&format!(
+                    "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
+                ));
+            }
+            FimFormat::Starcoder => {
+                for f in extra {
+                    out.push_str(&format!("<file_sep>{}\n{}\n", f.filename, f.text));
+                }
+                out.push_str(&format!(
+                    "<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>"
+                ));
+            }
+            FimFormat::CodeLlama => {
+                out.push_str("<PRE> ");
+                out.push_str(&snippets_as_comments(extra));
+                out.push_str(&format!("{prefix} <SUF>{suffix} <MID>"));
+            }
+            FimFormat::Deepseek => {
+                out.push_str("<｜fim▁begin｜>");
+                out.push_str(&snippets_as_comments(extra));
+                out.push_str(&format!("{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>"));
+            }
+        }
+        out
+    }
+
+    /// Texts that end a completion in this family (sent as `stop`: engines that do not
+    /// treat them as end-of-generation would otherwise write past the middle).
+    pub fn stops(self) -> &'static [&'static str] {
+        match self {
+            FimFormat::Qwen => &["<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|im_end|>"],
+            FimFormat::Starcoder => &["<|endoftext|>", "<file_sep>"],
+            FimFormat::CodeLlama => &[" <EOT>", "<EOT>"],
+            FimFormat::Deepseek => &["<｜end▁of▁sentence｜>"],
+        }
+    }
+}
+
+/// Other files' snippets as `#`-free plain comments of the file names (families
+/// without a file separator token see them as text before the prefix).
+fn snippets_as_comments(extra: &[ExtraFile]) -> String {
+    extra
+        .iter()
+        .map(|f| format!("// {}\n{}\n", f.filename, f.text))
+        .collect()
+}
+
+/// Another file's snippet sent with a request (llama.cpp's `input_extra`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraFile {
+    /// The file's path.
+    pub filename: String,
+    /// The snippet.
+    pub text: String,
+}
+
+/// A fill-in-the-middle request, whatever the kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InfillRequest {
+    /// Text before the cursor.
+    pub prefix: String,
+    /// Text after the cursor.
+    pub suffix: String,
+    /// Other files' snippets (retrieved, client-sent).
+    pub extra: Vec<ExtraFile>,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    pub temperature: f32,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Texts that end the completion.
+    pub stop: Vec<String>,
+}
+
+/// Everything needed to write a request for one backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire {
+    /// The kind.
+    pub kind: Kind,
+    /// The model name the upstream expects (`model` of OpenAI and Ollama requests).
+    pub model: Option<String>,
+    /// The FIM template (kinds that take a rendered prompt).
+    pub fim: Option<FimFormat>,
+}
+
+impl Wire {
+    /// The path and JSON body of a streamed `request`.
+    pub fn infill(&self, request: &InfillRequest) -> (&'static str, Value) {
+        let rendered = || {
+            self.fim.unwrap_or(FimFormat::Qwen).render(
+                &request.prefix,
+                &request.suffix,
+                &request.extra,
+            )
+        };
+        let mut stop = request.stop.clone();
+        if let Some(fim) = self.fim {
+            stop.extend(fim.stops().iter().map(|s| s.to_string()));
+        }
+        match self.kind {
+            Kind::LlamaCppInfill => (
+                "/infill",
+                json!({
+                    "input_prefix": request.prefix,
+                    "input_suffix": request.suffix,
+                    "input_extra": request.extra.iter()
+                        .map(|f| json!({"filename": f.filename, "text": f.text}))
+                        .collect::<Vec<_>>(),
+                    "n_predict": request.max_tokens,
+                    "temperature": request.temperature,
+                    "seed": request.seed,
+                    "stop": stop,
+                    "cache_prompt": true,
+                    "stream": true,
+                }),
+            ),
+            Kind::OpenAiCompletions => {
+                let mut body = json!({
+                    "prompt": rendered(),
+                    "max_tokens": request.max_tokens,
+                    "temperature": request.temperature,
+                    "seed": request.seed,
+                    "stop": stop,
+                    "stream": true,
+                    "stream_options": {"include_usage": true},
+                });
+                if let Some(m) = &self.model {
+                    body["model"] = json!(m);
+                }
+                ("/v1/completions", body)
+            }
+            Kind::Ollama => (
+                "/api/generate",
+                json!({
+                    "model": self.model.clone().unwrap_or_default(),
+                    "prompt": rendered(),
+                    "raw": true,
+                    "stream": true,
+                    "options": {
+                        "num_predict": request.max_tokens,
+                        "temperature": request.temperature,
+                        "seed": request.seed,
+                        "stop": stop,
+                    },
+                }),
+            ),
+        }
+    }
+}
+
+/// A piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    /// Generated text.
+    Text(String),
+    /// The end.
+    Done(End),
+}
+
+/// How a streamed answer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct End {
+    /// The upstream's reason (`stop`, `length`, …).
+    pub reason: String,
+    /// Prompt tokens, when the upstream said.
+    pub prompt_tokens: Option<usize>,
+    /// Generated tokens, when the upstream said.
+    pub completion_tokens: Option<usize>,
+}
+
+impl End {
+    fn new(reason: &str, prompt: &Value, completion: &Value) -> Self {
+        Self {
+            reason: reason.to_string(),
+            prompt_tokens: prompt.as_u64().map(|n| n as usize),
+            completion_tokens: completion.as_u64().map(|n| n as usize),
+        }
+    }
+}
+
+/// Why an upstream's answer could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// A line that is not the kind's format.
+    #[error("unreadable answer from the upstream: {0}")]
+    Malformed(String),
+    /// The upstream reported an error inside its stream.
+    #[error("the upstream reported: {0}")]
+    Reported(String),
+}
+
+/// Reads one kind's streamed answer from bytes as they arrive (lines may be split
+/// anywhere between chunks).
+#[derive(Debug)]
+pub struct StreamReader {
+    kind: Kind,
+    pending: Vec<u8>,
+    done: bool,
+    /// OpenAI streams: the finish reason and usage seen before `[DONE]`.
+    reason: Option<String>,
+    usage: Value,
+}
+
+impl StreamReader {
+    /// A reader for `kind`.
+    pub fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            pending: Vec::new(),
+            done: false,
+            reason: None,
+            usage: Value::Null,
+        }
+    }
+
+    /// Whether the end of the answer was read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The deltas in `chunk` (and in what earlier chunks left unfinished).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Delta>, StreamError> {
+        self.pending.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim();
+            if line.is_empty() || self.done {
+                continue;
+            }
+            out.extend(self.line(line)?);
+        }
+        Ok(out)
+    }
+
+    /// What remains at the end of the body (an answer without a final newline).
+    pub fn finish(&mut self) -> Result<Vec<Delta>, StreamError> {
+        let rest = std::mem::take(&mut self.pending);
+        let rest = String::from_utf8_lossy(&rest);
+        let rest = rest.trim();
+        if rest.is_empty() || self.done {
+            return Ok(Vec::new());
+        }
+        self.line(rest)
+    }
+
+    fn line(&mut self, line: &str) -> Result<Vec<Delta>, StreamError> {
+        let json_text = match self.kind {
+            Kind::Ollama => line,
+            Kind::LlamaCppInfill | Kind::OpenAiCompletions => {
+                if line.starts_with(':') || line.starts_with("event:") || line.starts_with("id:") {
+                    return Ok(Vec::new());
+                }
+                if let Some(err) = line.strip_prefix("error:") {
+                    return Err(StreamError::Reported(error_message(err.trim())));
+                }
+                let Some(data) = line.strip_prefix("data:") else {
+                    return Err(StreamError::Malformed(clip(line)));
+                };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    self.done = true;
+                    let reason = self.reason.clone().unwrap_or_else(|| "stop".into());
+                    return Ok(vec![Delta::Done(End::new(
+                        &reason,
+                        &self.usage["prompt_tokens"],
+                        &self.usage["completion_tokens"],
+                    ))]);
+                }
+                data
+            }
+        };
+        let v: Value =
+            serde_json::from_str(json_text).map_err(|_| StreamError::Malformed(clip(line)))?;
+        if v.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(StreamError::Reported(error_message(json_text)));
+        }
+        let mut out = Vec::new();
+        match self.kind {
+            Kind::LlamaCppInfill => {
+                let text = v["content"].as_str().unwrap_or("");
+                if !text.is_empty() {
+                    out.push(Delta::Text(text.to_string()));
+                }
+                if v["stop"].as_bool() == Some(true) {
+                    self.done = true;
+                    let reason = match v["stop_type"].as_str() {
+                        Some("limit") => "length",
+                        _ => "stop",
+                    };
+                    out.push(Delta::Done(End::new(
+                        reason,
+                        &v["tokens_evaluated"],
+                        &v["tokens_predicted"],
+                    )));
+                }
+            }
+            Kind::OpenAiCompletions => {
+                let choice = &v["choices"][0];
+                let text = choice["text"].as_str().unwrap_or("");
+                if !text.is_empty() {
+                    out.push(Delta::Text(text.to_string()));
+                }
+                // The end comes with `[DONE]`, after the usage chunk when one is sent.
+                if let Some(reason) = choice["finish_reason"].as_str() {
+                    self.reason = Some(reason.to_string());
+                }
+                if v["usage"].is_object() {
+                    self.usage = v["usage"].clone();
+                }
+            }
+            Kind::Ollama => {
+                let text = v["response"].as_str().unwrap_or("");
+                if !text.is_empty() {
+                    out.push(Delta::Text(text.to_string()));
+                }
+                if v["done"].as_bool() == Some(true) {
+                    self.done = true;
+                    let reason = v["done_reason"].as_str().unwrap_or("stop");
+                    out.push(Delta::Done(End::new(
+                        reason,
+                        &v["prompt_eval_count"],
+                        &v["eval_count"],
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An upstream's error as one line: its `message` when it has one.
+pub fn error_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        v["error"]["message"]
+            .as_str()
+            .or_else(|| v["message"].as_str())
+            .or_else(|| v["error"].as_str())
+            .or_else(|| v["detail"].as_str())
+            .map(str::to_string)
+    });
+    clip(&message.unwrap_or_else(|| body.to_string()))
+}
+
+/// `text` cut to 300 characters for error messages.
+fn clip(text: &str) -> String {
+    let mut out: String = text.chars().take(300).collect();
+    if text.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(kind: Kind, body: &str, chunk: usize) -> Result<Vec<Delta>, StreamError> {
+        let mut r = StreamReader::new(kind);
+        let mut out = Vec::new();
+        // Split anywhere, as the network does.
+        for piece in body.as_bytes().chunks(chunk) {
+            out.extend(r.push(piece)?);
+        }
+        out.extend(r.finish()?);
+        Ok(out)
+    }
+
+    fn text_and_end(deltas: &[Delta]) -> (String, Option<String>) {
+        let mut text = String::new();
+        let mut end = None;
+        for d in deltas {
+            match d {
+                Delta::Text(t) => text.push_str(t),
+                Delta::Done(e) => end = Some(e.reason.clone()),
+            }
+        }
+        (text, end)
+    }
+
+    /// vLLM's OpenAI server streaming `/v1/completions` (the shape of OpenAI's legacy
+    /// completions stream, with vLLM's `stop_reason`), from vLLM's documentation of its
+    /// OpenAI-compatible server.
+    const VLLM_STREAM: &str = "data: {\"id\":\"cmpl-8f1c\",\"object\":\"text_completion\",\"created\":1733212345,\"model\":\"Qwen/Qwen2.5-Coder-7B\",\"choices\":[{\"index\":0,\"text\":\"a\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"cmpl-8f1c\",\"object\":\"text_completion\",\"created\":1733212345,\"model\":\"Qwen/Qwen2.5-Coder-7B\",\"choices\":[{\"index\":0,\"text\":\" + b\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"cmpl-8f1c\",\"object\":\"text_completion\",\"created\":1733212345,\"model\":\"Qwen/Qwen2.5-Coder-7B\",\"choices\":[{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"stop\",\"stop_reason\":\"<|endoftext|>\"}],\"usage\":null}\n\n\
+data: {\"id\":\"cmpl-8f1c\",\"object\":\"text_completion\",\"created\":1733212345,\"model\":\"Qwen/Qwen2.5-Coder-7B\",\"choices\":[],\"usage\":{\"prompt_tokens\":17,\"total_tokens\":20,\"completion_tokens\":3}}\n\n\
+data: [DONE]\n\n";
+
+    /// Ollama's `/api/generate` stream (docs/api.md, "Generate a completion",
+    /// streaming response): one JSON object per line, the last with `done: true`.
+    const OLLAMA_STREAM: &str = "{\"model\":\"qwen2.5-coder:7b\",\"created_at\":\"2024-11-09T21:07:55.186497Z\",\"response\":\"a\",\"done\":false}\n\
+{\"model\":\"qwen2.5-coder:7b\",\"created_at\":\"2024-11-09T21:07:55.201Z\",\"response\":\" + b\",\"done\":false}\n\
+{\"model\":\"qwen2.5-coder:7b\",\"created_at\":\"2024-11-09T21:07:55.222Z\",\"response\":\"\",\"done\":true,\"done_reason\":\"stop\",\"context\":[1,2,3],\"total_duration\":10706818083,\"load_duration\":6338219291,\"prompt_eval_count\":26,\"prompt_eval_duration\":130079000,\"eval_count\":259,\"eval_duration\":4232710000}\n";
+
+    #[test]
+    fn recorded_vllm_and_ollama_streams_read_the_same_at_any_split() {
+        for chunk in [1, 3, 7, 64, 4096] {
+            let v = read_all(Kind::OpenAiCompletions, VLLM_STREAM, chunk).expect("vllm");
+            assert_eq!(
+                text_and_end(&v),
+                ("a + b".into(), Some("stop".into())),
+                "{chunk}"
+            );
+            let o = read_all(Kind::Ollama, OLLAMA_STREAM, chunk).expect("ollama");
+            assert_eq!(
+                text_and_end(&o),
+                ("a + b".into(), Some("stop".into())),
+                "{chunk}"
+            );
+            for (deltas, usage) in [(v, (17, 3)), (o, (26, 259))] {
+                let Some(Delta::Done(end)) = deltas.last() else {
+                    panic!("no end: {deltas:?}");
+                };
+                assert_eq!(
+                    (end.prompt_tokens, end.completion_tokens),
+                    (Some(usage.0), Some(usage.1))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn errors_in_streams_are_reported_and_garbage_is_refused() {
+        let e = read_all(
+            Kind::LlamaCppInfill,
+            "data: {\"error\":{\"code\":400,\"message\":\"the request exceeds the available context size\",\"type\":\"exceed_context_size_error\"}}\n\n",
+            5,
+        );
+        assert_eq!(
+            e,
+            Err(StreamError::Reported(
+                "the request exceeds the available context size".into()
+            ))
+        );
+        let e = read_all(Kind::Ollama, "{\"error\":\"model 'x' not found\"}\n", 4);
+        assert_eq!(e, Err(StreamError::Reported("model 'x' not found".into())));
+        assert!(matches!(
+            read_all(Kind::OpenAiCompletions, "<html>502 Bad Gateway</html>\n", 9),
+            Err(StreamError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn requests_are_written_in_each_kinds_shape() {
+        let request = InfillRequest {
+            prefix: "def add(a, b):\n    return ".into(),
+            suffix: "\n".into(),
+            extra: vec![ExtraFile {
+                filename: "util.py".into(),
+                text: "def sub(a, b):\n    return a - b".into(),
+            }],
+            max_tokens: 32,
+            temperature: 0.0,
+            seed: 7,
+            stop: vec!["\n".into()],
+        };
+        let infill = Wire {
+            kind: Kind::LlamaCppInfill,
+            model: None,
+            fim: None,
+        };
+        let (path, body) = infill.infill(&request);
+        assert_eq!(path, "/infill");
+        assert_eq!(body["input_prefix"], "def add(a, b):\n    return ");
+        assert_eq!(body["input_extra"][0]["filename"], "util.py");
+        assert_eq!(body["cache_prompt"], true);
+        assert_eq!(body["n_predict"], 32);
+        let openai = Wire {
+            kind: Kind::OpenAiCompletions,
+            model: Some("Qwen/Qwen2.5-Coder-7B".into()),
+            fim: Some(FimFormat::Qwen),
+        };
+        let (path, body) = openai.infill(&request);
+        assert_eq!(path, "/v1/completions");
+        assert_eq!(
+            body["prompt"],
+            "<|file_sep|>util.py\ndef sub(a, b):\n    return a - b\n<|fim_prefix|>def add(a, b):\n    return <|fim_suffix|>\n<|fim_middle|>"
+        );
+        assert!(body.get("suffix").is_none(), "vLLM rejects `suffix`");
+        assert_eq!(body["model"], "Qwen/Qwen2.5-Coder-7B");
+        let stops: Vec<&str> = body["stop"]
+            .as_array()
+            .expect("stop")
+            .iter()
+            .filter_map(|s| s.as_str())
+            .collect();
+        assert!(
+            stops.contains(&"\n") && stops.contains(&"<|endoftext|>"),
+            "{stops:?}"
+        );
+        let ollama = Wire {
+            kind: Kind::Ollama,
+            model: Some("qwen2.5-coder:7b".into()),
+            fim: Some(FimFormat::CodeLlama),
+        };
+        let (path, body) = ollama.infill(&request);
+        assert_eq!(path, "/api/generate");
+        assert_eq!(body["raw"], true);
+        assert!(
+            body["prompt"].as_str().is_some_and(
+                |p| p.starts_with("<PRE> // util.py\n") && p.ends_with(" <SUF>\n <MID>")
+            ),
+            "{}",
+            body["prompt"]
+        );
+        assert_eq!(body["options"]["num_predict"], 32);
+    }
+}

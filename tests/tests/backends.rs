@@ -1,0 +1,270 @@
+//! Remote backends end to end: Souffleur in front of two real llama.cpp servers
+//! (`llama-server`, built from source by `scripts/setup_llama_server.sh`) serving
+//! Qwen2.5-Coder-0.5B.
+//!
+//! - Tabby-shape completions through `llama.cpp-infill` (llama.cpp renders the FIM
+//!   prompt) and `openai-completions` (Souffleur renders it into `prompt`).
+//! - One replica killed mid-run: no client request fails (a request that cannot
+//!   connect goes to the other replica), the ejection shows in `/metrics` and
+//!   `/v1/health`, and the replica is re-admitted after a restart.
+//! - A newer keystroke cancels the older request, and the upstream stops generating
+//!   it (llama.cpp's slot is idle again long before the request would have ended).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{Launched, default_model, launch, request, temp_home, workspace_root};
+use serde_json::{Value, json};
+
+/// The llama.cpp server binary (`SOUFFLEUR_LLAMA_SERVER`, else `.llama-server/bin`).
+fn llama_server_binary() -> PathBuf {
+    let path = std::env::var_os("SOUFFLEUR_LLAMA_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".llama-server/bin/llama-server"));
+    assert!(
+        path.is_file(),
+        "llama-server missing at {}: run `bash scripts/setup_llama_server.sh` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn coder_model() -> PathBuf {
+    let path = default_model().with_file_name("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    assert!(
+        path.is_file(),
+        "{} missing: run `souffleur model fetch-default`",
+        path.display()
+    );
+    path
+}
+
+/// A running llama.cpp server (killed when dropped).
+struct Upstream {
+    port: u16,
+    child: Child,
+}
+
+impl Upstream {
+    fn start(port: u16) -> Self {
+        let child = Command::new(llama_server_binary())
+            .args(["-m"])
+            .arg(coder_model())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["-c", "4096", "-np", "2", "-t", "1", "--slots"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start llama-server");
+        let up = Self { port, child };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && request("GET", &format!("{}/health", up.url()), None, None).status == 200
+            {
+                return up;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("llama-server on port {port} did not become healthy");
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether any of its slots is generating.
+    fn busy(&self) -> bool {
+        let slots = request("GET", &format!("{}/slots", self.url()), None, None).json();
+        slots
+            .as_array()
+            .expect("slots")
+            .iter()
+            .any(|s| s["is_processing"] == true)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn complete(url: &str, model: &str, file: &str, prefix: &str, suffix: &str) -> (u16, Value) {
+    let body = json!({
+        "language": "python",
+        "model": model,
+        "temperature": 0,
+        "segments": {"prefix": prefix, "suffix": suffix, "filepath": file},
+    });
+    let reply = request(
+        "POST",
+        &format!("{url}/v1/completions"),
+        None,
+        Some(&body.to_string()),
+    );
+    let value = serde_json::from_str(&reply.body).unwrap_or(Value::String(reply.body));
+    (reply.status, value)
+}
+
+fn text_of(v: &Value) -> String {
+    v["choices"][0]["text"].as_str().unwrap_or("").to_string()
+}
+
+fn replica_states(url: &str, model: &str) -> Vec<(String, String)> {
+    let health = request("GET", &format!("{url}/v1/health"), None, None).json();
+    let m = health["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .find(|m| m["id"] == model)
+        .cloned()
+        .expect("the model in /v1/health");
+    m["backend"]["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| {
+            (
+                r["url"].as_str().unwrap_or("").to_string(),
+                r["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn metric(text: &str, name: &str, model: &str, replica: &str) -> f64 {
+    let head = format!("{name}{{model=\"{model}\",replica=\"{replica}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {head} in /metrics"))
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn serve(a: &Upstream, b: &Upstream) -> (tempfile::TempDir, Launched) {
+    let (dir, home) = temp_home();
+    // `infill` is checked every 200 ms; `openai` effectively never, so its requests
+    // meet a dead replica themselves.
+    let config = format!(
+        "[completion]\nmulti_line_tokens = 1024\nmax_lines = 1000\n\n\
+[[models]]\nname = \"infill\"\nengine = \"llama.cpp-infill\"\nroles = [\"completion\"]\n\
+[models.backend]\nreplicas = [\"{a}\", \"{b}\"]\nhealth_interval_ms = 200\n\n\
+[[models]]\nname = \"openai\"\nengine = \"openai-completions\"\nroles = [\"completion\"]\n\
+[models.backend]\nreplicas = [\"{a}\", \"{b}\"]\nfim_template = \"qwen\"\nhealth_interval_ms = 600000\n",
+        a = a.url(),
+        b = b.url()
+    );
+    std::fs::write(home.join("config.toml"), config).expect("config");
+    let server = launch(&home, &["--local", "--exit-on-stdin-close"]);
+    (dir, server)
+}
+
+#[test]
+fn completions_fail_over_between_real_llama_cpp_replicas() {
+    let a = Upstream::start(free_port());
+    let mut b = Upstream::start(free_port());
+    let (_dir, server) = serve(&a, &b);
+    let url = &server.url;
+
+    // Both kinds complete the same line.
+    for model in ["infill", "openai"] {
+        let (status, v) = complete(url, model, "m.py", "def add(a, b):\n    return ", "\n");
+        assert_eq!(status, 200, "{model}: {v}");
+        assert!(text_of(&v).contains("a + b"), "{model}: {v}");
+    }
+
+    // Kill one replica; every request still succeeds.
+    let b_url = b.url();
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    for i in 0..8 {
+        for model in ["openai", "infill"] {
+            let prefix = format!("def add_{i}(a, b):\n    return ");
+            let (status, v) = complete(url, model, &format!("f{i}.py"), &prefix, "\n");
+            assert_eq!(status, 200, "{model} request {i} after the kill: {v}");
+        }
+    }
+    let metrics = request("GET", &format!("{url}/metrics"), None, None).body;
+    for model in ["openai", "infill"] {
+        assert!(
+            metric(&metrics, "souffleur_backend_ejections_total", model, &b_url) >= 1.0,
+            "{model}: {metrics}"
+        );
+        assert_eq!(
+            metric(&metrics, "souffleur_backend_healthy", model, &a.url()),
+            1.0
+        );
+    }
+    assert!(
+        metric(
+            &metrics,
+            "souffleur_backend_requests_total",
+            "openai",
+            &a.url()
+        ) >= 8.0,
+        "{metrics}"
+    );
+    let states = replica_states(url, "infill");
+    assert!(
+        states.contains(&(b_url.clone(), "ejected".to_string())),
+        "{states:?}"
+    );
+
+    // Restarted, the replica is re-admitted by the health checks.
+    let b = Upstream::start(b.port);
+    wait_for("re-admission", 30, || {
+        replica_states(url, "infill")
+            .iter()
+            .all(|(_, state)| state == "healthy")
+    });
+    drop(b);
+}
+
+#[test]
+fn a_newer_keystroke_stops_the_upstream_generation() {
+    let a = Upstream::start(free_port());
+    let b = Upstream::start(free_port());
+    let (_dir, server) = serve(&a, &b);
+    let url = server.url.clone();
+    // A long multi-line completion: a list the model goes on writing.
+    let prefix =
+        "# The first 400 prime numbers, one per line.\nPRIMES = [\n    2,\n    3,\n    5,\n";
+    let first = std::thread::spawn({
+        let url = url.clone();
+        move || complete(&url, "infill", "primes.py", prefix, "]\n")
+    });
+    wait_for("the upstream to start generating", 30, || {
+        a.busy() || b.busy()
+    });
+    let started = Instant::now();
+    let (status, v) = complete(&url, "infill", "primes.py", "x = ", "\n");
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = first.join().expect("first request");
+    assert_eq!(status, 200, "{v}");
+    // The older request ended without a completion, and both replicas are idle soon
+    // after (1024 tokens at one thread would take far longer).
+    assert!(text_of(&v).is_empty(), "the cancelled request showed: {v}");
+    wait_for("the upstream slots to be idle", 10, || {
+        !a.busy() && !b.busy()
+    });
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
