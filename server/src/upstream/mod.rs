@@ -373,7 +373,7 @@ impl Upstream {
     /// Asks every replica's health endpoint when `health_interval_ms` has passed
     /// since the last round (called often by the server's health task; a round already
     /// running is not started twice): a 200 re-admits an ejected replica, anything else
-    /// ejects a healthy one.
+    /// ejects a replica (or keeps it out).
     pub async fn health_tick(&self) {
         {
             let Ok(mut last) = self.last_check.lock() else {
@@ -387,11 +387,9 @@ impl Upstream {
         let checks = self.pool.replicas().iter().map(|replica| async move {
             match self.check(&replica.url).await {
                 Ok(()) => replica.succeed(),
-                Err(why) => {
-                    if replica.state() == pool::ReplicaState::Healthy {
-                        replica.fail(&why);
-                    }
-                }
+                // A failed check keeps an ejected replica out (its back-off grows),
+                // so requests do not try it while it is down.
+                Err(why) => replica.fail(&why),
             }
         });
         futures_util::future::join_all(checks).await;
