@@ -458,44 +458,42 @@ impl ModelSet {
                 let roles: Vec<&str> = e.roles.iter().map(|r| r.name()).collect();
                 let default_for: Vec<&str> =
                     self.default_roles(m).iter().map(|r| r.name()).collect();
-                let Some(info) = &m.info else {
-                    return json!({
-                        "id": m.id,
-                        "object": "model",
-                        "created": m.loaded_at(),
-                        "owned_by": "souffleur",
-                        "roles": roles,
-                        "default_for": default_for,
-                        "state": m.state(),
-                        "in_flight": m.in_flight(),
-                        "backend": m.upstream.as_ref().map(|u| u.status()),
-                    });
-                };
-                let quantisation: Vec<Value> = info
-                    .tensor_types
-                    .iter()
-                    .map(|(t, n)| json!({"type": t, "tensors": n}))
-                    .collect();
-                json!({
+                let mut described = json!({
                     "id": m.id,
                     "object": "model",
                     "created": m.loaded_at(),
                     "owned_by": "souffleur",
                     "roles": roles,
                     "default_for": default_for,
-                    "sha256": m.sha256,
-                    "name": info.name,
-                    "format": format!("{:?}", info.format),
-                    "parameters": info.parameters,
-                    "quantisation": quantisation,
-                    "context_length": info.config.context_length,
-                    "fim": info.fim.name(),
-                    "draft_model": m.has_draft,
                     "state": m.state(),
                     "in_flight": m.in_flight(),
-                    "unload_after_secs": m.entry.unload_after_secs,
-                    "memory_bytes": m.memory(),
-                })
+                });
+                let more = match &m.info {
+                    None => json!({"backend": m.upstream.as_ref().map(|u| u.status())}),
+                    Some(info) => {
+                        let quantisation: Vec<Value> = info
+                            .tensor_types
+                            .iter()
+                            .map(|(t, n)| json!({"type": t, "tensors": n}))
+                            .collect();
+                        json!({
+                            "sha256": m.sha256,
+                            "name": info.name,
+                            "format": format!("{:?}", info.format),
+                            "parameters": info.parameters,
+                            "quantisation": quantisation,
+                            "context_length": info.config.context_length,
+                            "fim": info.fim.name(),
+                            "draft_model": m.has_draft,
+                            "unload_after_secs": m.entry.unload_after_secs,
+                            "memory_bytes": m.memory(),
+                        })
+                    }
+                };
+                if let (Some(all), Some(extra)) = (described.as_object_mut(), more.as_object()) {
+                    all.extend(extra.clone());
+                }
+                described
             })
             .collect()
     }
