@@ -237,6 +237,20 @@ impl Tokenizer {
         })
     }
 
+    /// Loads the tokenizer of a GGUF model file (from its metadata; the weights are not
+    /// read) or of a Hugging Face `tokenizer.json`: what counts a remote model's tokens.
+    pub fn load(path: &Path) -> Result<Self> {
+        let gguf = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        if gguf {
+            let file = crate::model::gguf::GgufFile::open(path, &candle_core::Device::Cpu)?;
+            Self::from_gguf(&file.tokenizer_spec()?)
+        } else {
+            Self::from_file(path)
+        }
+    }
+
     /// Loads a Hugging Face `tokenizer.json` (with `tokenizer_config.json` beside it when present).
     pub fn from_file(path: &Path) -> Result<Self> {
         let mut inner = tokenizers::Tokenizer::from_file(path)

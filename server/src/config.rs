@@ -192,8 +192,8 @@ pub struct ModelEntry {
     /// loads it again (default: kept loaded).
     pub unload_after_secs: Option<u64>,
     /// Who runs the model: `builtin` (the default: Souffleur's engine) or a remote
-    /// engine (`llama.cpp-infill`, `openai-completions`, `ollama`) reached through
-    /// `backend`.
+    /// engine (`llama.cpp-infill`, `openai-completions`, `openai-chat`, `ollama`)
+    /// reached through `backend`.
     pub engine: Option<String>,
     /// `[models.backend]`: the replicas of a remote engine and how to reach them.
     pub backend: Option<crate::upstream::BackendSection>,
@@ -208,7 +208,7 @@ impl ModelEntry {
                 .map(Some)
                 .map_err(|_| {
                     ConfigError::Invalid(format!(
-                        "`engine` of model `{}` is `builtin`, `llama.cpp-infill`, `openai-completions` or `ollama`, not `{other}`",
+                        "`engine` of model `{}` is `builtin`, `llama.cpp-infill`, `openai-completions`, `openai-chat` or `ollama`, not `{other}`",
                         self.name
                     ))
                 }),
@@ -459,7 +459,7 @@ impl Config {
         !self.models.is_empty()
     }
 
-    /// Checks a model on a remote engine: a valid `backend`, completions only, and none
+    /// Checks a model on a remote engine: a valid `backend`, roles its kind serves, and none
     /// of the built-in engine's settings (they would be silently meaningless).
     fn validate_remote(entry: &ModelEntry) -> Result<()> {
         let name = &entry.name;
@@ -473,7 +473,8 @@ impl Config {
             );
         };
         backend.validate(kind, name).map_err(ConfigError::Invalid)?;
-        if kind.renders_fim() && backend.fim_template.is_none() {
+        let completes = entry.roles.contains(&ModelRole::Completion);
+        if completes && kind.renders_fim() && backend.fim_template.is_none() {
             invalid!(
                 "model `{name}`: a `{}` backend needs `backend.fim_template` (`qwen`, `starcoder`, `code-llama` or `deepseek`): Souffleur renders the prompt",
                 kind.name()
@@ -495,9 +496,23 @@ impl Config {
                 kind.name()
             );
         }
-        if entry.roles.iter().any(|r| *r != ModelRole::Completion) || entry.roles.is_empty() {
+        let served = |r: &ModelRole| match r {
+            ModelRole::Completion => kind.serves_completions(),
+            ModelRole::Chat | ModelRole::Review => kind.serves_chat(),
+        };
+        if let Some(role) = entry.roles.iter().find(|r| !served(r)) {
             invalid!(
-                "model `{name}` on a remote backend serves `roles = [\"completion\"]`; chat and review through remote backends are not available yet"
+                "model `{name}` runs on `{}`, which serves {}, not `{}`",
+                kind.name(),
+                kind.role_names(),
+                role.name()
+            );
+        }
+        if entry.roles.is_empty() {
+            invalid!(
+                "model `{name}` on a remote backend needs its `roles` ({} on `{}`)",
+                kind.role_names(),
+                kind.name()
             );
         }
         Ok(())
@@ -830,7 +845,18 @@ api_key_env = "VLLM_KEY"
                     "roles = [\"completion\"]",
                     "roles = [\"completion\", \"chat\"]",
                 ),
-                "chat and review",
+                "serves `completion`, not `chat`",
+            ),
+            (
+                (
+                    "engine = \"openai-completions\"",
+                    "engine = \"openai-chat\"",
+                ),
+                "serves `chat` and `review`, not `completion`",
+            ),
+            (
+                ("roles = [\"completion\"]", "roles = []"),
+                "needs its `roles`",
             ),
             (
                 (
@@ -865,6 +891,15 @@ api_key_env = "VLLM_KEY"
             assert_ne!(text, REMOTE, "{change:?}");
             let err = Config::parse(&text).expect_err(named);
             assert!(format!("{err:#}").contains(named), "{named}: {err:#}");
+        }
+        for (engine, roles) in [
+            ("openai-chat", "[\"chat\", \"review\"]"),
+            ("ollama", "[\"chat\", \"review\"]"),
+        ] {
+            let text = format!(
+                "[[models]]\nname = \"c\"\nengine = \"{engine}\"\nroles = {roles}\n[models.backend]\nreplicas = [\"http://h:1\"]\nmodel = \"m\"\n"
+            );
+            Config::parse(&text).unwrap_or_else(|e| panic!("{engine}: {e:#}"));
         }
         let err = Config::parse("[[models]]\nname = \"b\"\nroles = [\"completion\"]\n")
             .expect_err("no path");

@@ -328,16 +328,17 @@ pub struct ModelLease {
 }
 
 impl ModelLease {
-    /// The built-in engine running the model; a model on a remote backend only serves
-    /// what [`Backend::Remote`] supports (completions), and anything else is a 422
-    /// naming the model.
+    /// The built-in engine running the model; a model on a remote backend serves only
+    /// what its kind supports (Tabby-shape completions; chat completions and reviews),
+    /// and anything else is a 422 naming the model.
     pub fn engine(&self) -> Result<&Engine, ApiError> {
         match &self.backend {
             Backend::Builtin(engine) => Ok(engine),
             Backend::Remote(up) => Err(ApiError::unprocessable(format!(
-                "model `{}` runs on a remote `{}` backend, which serves code completions (`segments` requests) only",
+                "model `{}` runs on a remote `{}` backend, which serves {} here (Tabby-shape `segments` completions, chat completions, reviews), not this request",
                 self.model.id,
-                up.wire.kind.name()
+                up.wire.kind.name(),
+                up.wire.kind.role_names()
             ))
             .with_param("model")),
         }

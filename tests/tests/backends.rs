@@ -278,3 +278,191 @@ fn a_newer_keystroke_stops_the_upstream_generation() {
         !a.busy() && !b.busy()
     });
 }
+
+/// Souffleur with the chat model `chat` on `up`'s `/v1/chat/completions`, counting
+/// tokens with the model's own tokenizer (its GGUF).
+fn serve_chat(up: &Upstream) -> (tempfile::TempDir, Launched) {
+    let (dir, home) = temp_home();
+    let config = format!(
+        "[limits]\nmax_tokens = 4000\n\n[[models]]\nname = \"chat\"\nengine = \"openai-chat\"\nroles = [\"chat\", \"review\"]\n\
+[models.backend]\nreplicas = [\"{}\"]\ntokenizer = \"{}\"\n",
+        up.url(),
+        coder_model().display()
+    );
+    std::fs::write(home.join("config.toml"), config).expect("config");
+    let server = launch(&home, &["--local", "--exit-on-stdin-close"]);
+    (dir, server)
+}
+
+fn chat(url: &str, body: &Value) -> (u16, String) {
+    let reply = request(
+        "POST",
+        &format!("{url}/v1/chat/completions"),
+        None,
+        Some(&body.to_string()),
+    );
+    (reply.status, reply.body)
+}
+
+/// The JSON of each `data:` event of an SSE body, and whether it ended with `[DONE]`.
+fn events(body: &str) -> (Vec<Value>, bool) {
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .collect();
+    let done = data.last() == Some(&"[DONE]");
+    let values = data
+        .iter()
+        .filter(|d| **d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|_| panic!("not JSON: {d}")))
+        .collect();
+    (values, done)
+}
+
+#[test]
+fn chat_and_review_go_through_a_real_llama_cpp_chat_endpoint() {
+    let up = Upstream::start(free_port());
+    let (_dir, server) = serve_chat(&up);
+    let url = &server.url;
+    let ask = "Write a Python function `add(a, b)` that returns the sum. Only the code.";
+
+    // Whole answer, under Souffleur's model name, with the upstream's token counts.
+    let (status, body) = chat(
+        url,
+        &json!({"model": "chat", "messages": [{"role": "user", "content": ask}],
+                "max_tokens": 48, "temperature": 0, "user": "dev-1"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "chat");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+    assert!(text.contains("def add"), "{v}");
+    assert!(v["usage"]["prompt_tokens"].as_u64() > Some(10), "{v}");
+    assert!(v["usage"]["completion_tokens"].as_u64() > Some(0), "{v}");
+
+    // Streamed: several content pieces under one id, the usage chunk, `[DONE]`.
+    let (status, body) = chat(
+        url,
+        &json!({"model": "chat", "messages": [{"role": "user", "content": ask}],
+                "max_tokens": 48, "temperature": 0, "stream": true,
+                "stream_options": {"include_usage": true}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (chunks, done) = events(&body);
+    assert!(done, "{body}");
+    let pieces: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!(pieces.len() > 3, "{body}");
+    assert!(pieces.concat().contains("def add"), "{body}");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["model"] == "chat" && c["id"] == chunks[0]["id"])
+    );
+    let last = chunks.last().expect("chunks");
+    assert_eq!(last["choices"], json!([]), "{last}");
+    assert!(
+        last["usage"]["completion_tokens"].as_u64() > Some(0),
+        "{last}"
+    );
+
+    // A JSON Schema answer is held to the schema by llama.cpp's grammar.
+    let (status, body) = chat(
+        url,
+        &json!({"model": "chat", "temperature": 0, "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Name a Python builtin and its arity as JSON."}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "builtin", "strict": true,
+                    "schema": {"type": "object", "properties": {"name": {"type": "string"}, "arity": {"type": "integer"}},
+                               "required": ["name", "arity"], "additionalProperties": false}}}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    let answer: Value = serde_json::from_str(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("content"),
+    )
+    .expect("the answer is JSON");
+    assert!(
+        answer["name"].is_string() && answer["arity"].is_i64(),
+        "{answer}"
+    );
+
+    // What the backend cannot be asked is refused by name; completions are not its role.
+    let (status, body) = chat(
+        url,
+        &json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "speculation": "off"}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("speculation"), "{body}");
+    let (status, v) = complete(url, "chat", "m.py", "x = ", "\n");
+    assert_eq!(status, 422, "{v}");
+
+    // The model's own tokenizer counts the budgets.
+    let health = request("GET", &format!("{url}/v1/health"), None, None).json();
+    let m = health["models"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["id"] == "chat"))
+        .cloned()
+        .expect("chat in /v1/health");
+    assert_eq!(m["backend"]["token_count"], "tokenizer", "{m}");
+
+    // A review through the backend: the model read the chunk, its answer was readable.
+    let diff = "diff --git a/stats.py b/stats.py\nnew file mode 100644\n--- /dev/null\n+++ b/stats.py\n@@ -0,0 +1,6 @@\n+def mean(values):\n+    total = 0\n+    for i in range(len(values) + 1):\n+        total += values[i]\n+    return total / len(values)\n+\n";
+    let reply = request(
+        "POST",
+        &format!("{url}/v1/review"),
+        None,
+        Some(&json!({"diff": diff, "model": "chat"}).to_string()),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let report = reply.json();
+    let summary = &report["summary"];
+    assert_eq!(summary["model"], "chat", "{report}");
+    assert_eq!(summary["model_chunks"], 1, "{report}");
+    assert_eq!(summary["model_errors"], 0, "{report}");
+    assert!(summary["prompt_tokens"].as_u64() > Some(100), "{report}");
+
+    // A client that leaves a long stream closes the upstream request.
+    {
+        use std::io::{Read, Write};
+        // Asked to copy 100 numbered lines, the model writes ~880 tokens (about 50 s
+        // here at one thread): far longer than the wait for the slot to be idle.
+        let lines: String = (1..=100)
+            .map(|i| format!("{i}. item number {i}\n"))
+            .collect();
+        let body = json!({"model": "chat", "stream": true, "max_tokens": 1000, "temperature": 0,
+            "messages": [{"role": "system", "content": "Repeat the user's text exactly, line by line."},
+                         {"role": "user", "content": lines}]})
+        .to_string();
+        let addr = server.addr().to_string();
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut first = [0u8; 2048];
+        let n = s.read(&mut first).expect("read");
+        let head = String::from_utf8_lossy(&first[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let asked = Instant::now();
+        // Read until the copy has begun, then leave.
+        let mut seen = head;
+        while !seen.contains("item") {
+            let n = s.read(&mut first).expect("read");
+            assert!(n > 0, "the stream ended early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&first[..n]));
+        }
+        assert!(up.busy());
+        drop(s);
+        wait_for("the upstream slot to be idle", 10, || !up.busy());
+        eprintln!("stream closed after {:?}", asked.elapsed());
+    }
+}

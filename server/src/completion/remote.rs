@@ -3,9 +3,11 @@
 //! cancelling an older one, the same post-processing and early end), with the prompt
 //! written in the backend's shape and the text streamed from one of its replicas.
 //!
-//! Souffleur has no tokenizer for a remote model, so budgets are measured by the
+//! Budgets are counted with the model's tokenizer when the backend names one
+//! (`backend.tokenizer`: the model's GGUF file or its `tokenizer.json`), else by the
 //! estimate [`estimate_tokens`]: one token per [`CHARS_PER_TOKEN`] characters (code
-//! in BPE vocabularies of current code models averages 3–4 characters per token).
+//! in BPE vocabularies of current code models averages 3–4 characters per token), the
+//! choice being [`TokenCount`].
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -31,6 +33,94 @@ pub fn estimate_tokens(text: &str) -> usize {
     text.chars().count().div_ceil(CHARS_PER_TOKEN)
 }
 
+/// How a remote model's tokens are counted for budgets.
+#[derive(Clone)]
+pub enum TokenCount {
+    /// [`estimate_tokens`].
+    Estimate,
+    /// The model's own tokenizer.
+    Tokenizer(Arc<engine::Tokenizer>),
+}
+
+impl TokenCount {
+    /// The count `upstream` uses: its tokenizer when it has one.
+    pub fn of(upstream: &Upstream) -> Self {
+        match upstream.tokenizer() {
+            Some(t) => TokenCount::Tokenizer(t.clone()),
+            None => TokenCount::Estimate,
+        }
+    }
+
+    /// Tokens of `text`.
+    pub fn count(&self, text: &str) -> usize {
+        match self {
+            TokenCount::Estimate => estimate_tokens(text),
+            TokenCount::Tokenizer(t) => t.count(text),
+        }
+    }
+
+    /// The end of `text` within `tokens`, starting at a line's start when it had to be
+    /// cut.
+    pub fn tail(&self, text: &str, tokens: usize) -> String {
+        let TokenCount::Tokenizer(t) = self else {
+            return whole_lines_tail(text, tokens * CHARS_PER_TOKEN);
+        };
+        let Some(bytes) = token_bytes(t, text, tokens, true) else {
+            return text.to_string();
+        };
+        let mut start = text.len().saturating_sub(bytes);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        // `start` may fall inside a line: whole lines only, as the estimate cuts.
+        if start > 0 && !text[..start].ends_with('\n') {
+            start = text[start..]
+                .find('\n')
+                .map(|i| start + i + 1)
+                .unwrap_or(text.len());
+        }
+        text[start..].to_string()
+    }
+
+    /// The start of `text` within `tokens`.
+    pub fn head(&self, text: &str, tokens: usize) -> String {
+        let TokenCount::Tokenizer(t) = self else {
+            return head_chars(text, tokens * CHARS_PER_TOKEN).to_string();
+        };
+        let Some(bytes) = token_bytes(t, text, tokens, false) else {
+            return text.to_string();
+        };
+        let mut end = bytes.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_string()
+    }
+
+    /// How `/v1/health` describes the count.
+    pub fn describe(&self) -> String {
+        match self {
+            TokenCount::Estimate => format!("estimate ({CHARS_PER_TOKEN} characters per token)"),
+            TokenCount::Tokenizer(_) => "tokenizer".into(),
+        }
+    }
+}
+
+/// The bytes of `text`'s last (`from_end`) or first `tokens` tokens, or `None` when the
+/// whole text fits (or cannot be tokenized: then the character limits still hold).
+fn token_bytes(t: &engine::Tokenizer, text: &str, tokens: usize, from_end: bool) -> Option<usize> {
+    let ids = t.encode(text).ok()?;
+    if ids.len() <= tokens {
+        return None;
+    }
+    let kept = if from_end {
+        &ids[ids.len() - tokens..]
+    } else {
+        &ids[..tokens]
+    };
+    Some(kept.iter().map(|&id| t.token_bytes(id).len()).sum())
+}
+
 /// How often a running request looks whether a newer keystroke cancelled it.
 const CANCEL_POLL: Duration = Duration::from_millis(10);
 
@@ -46,22 +136,28 @@ pub async fn complete(
 ) -> Result<Completion, ApiError> {
     let cfg = &state.config.completion;
     let budgets = service::budgets(state, mode);
-    input.prefix = whole_lines_tail(&input.prefix, budgets.prefix * CHARS_PER_TOKEN);
-    input.suffix = head_chars(&input.suffix, budgets.suffix * CHARS_PER_TOKEN).to_string();
-    let visible = (
-        whole_lines_tail(&input.prefix, budgets.prefix * CHARS_PER_TOKEN / 2),
-        head_chars(&input.suffix, cfg.suffix_tokens * CHARS_PER_TOKEN).to_string(),
-    );
-    let snippets = {
+    let count = TokenCount::of(&upstream);
+    let (snippets, cut) = {
         let state = state.clone();
         let caller = caller.clone();
-        let input = input.clone();
+        let mut input = input.clone();
+        let suffix_tokens = cfg.suffix_tokens;
         tokio::task::spawn_blocking(move || {
-            service::gather_snippets(&state, &caller, &input, visible, budgets, &estimate_tokens)
+            // The budgets as the built-in engine has them, in the model's tokens (or
+            // the estimate).
+            input.prefix = count.tail(&input.prefix, budgets.prefix);
+            input.suffix = count.head(&input.suffix, budgets.suffix);
+            let visible = (
+                count.tail(&input.prefix, budgets.prefix / 2),
+                count.head(&input.suffix, suffix_tokens),
+            );
+            let counter = |t: &str| count.count(t);
+            service::gather_snippets(&state, &caller, &input, visible, budgets, &counter)
+                .map(|s| (fit_snippets(s, budgets.snippets, &counter), input))
         })
         .await??
     };
-    let snippets = fit_snippets(snippets, budgets.snippets);
+    input = cut;
     let (max_tokens, stop) = match mode {
         Mode::SingleLine => (cfg.single_line_tokens, vec!["\n".to_string()]),
         Mode::MultiLine => (cfg.multi_line_tokens, vec!["\n\n\n".to_string()]),
@@ -124,17 +220,15 @@ pub async fn complete(
         (None, _) => "empty",
         (Some(_), _) => "shown",
     });
+    let count = TokenCount::of(&upstream);
     let prompt_tokens = streamed.prompt_tokens.unwrap_or_else(|| {
-        estimate_tokens(&input.prefix)
-            + estimate_tokens(&input.suffix)
-            + snippets
-                .iter()
-                .map(|s| estimate_tokens(&s.text))
-                .sum::<usize>()
+        count.count(&input.prefix)
+            + count.count(&input.suffix)
+            + snippets.iter().map(|s| count.count(&s.text)).sum::<usize>()
     });
     let generated_tokens = streamed
         .completion_tokens
-        .unwrap_or_else(|| estimate_tokens(&streamed.text));
+        .unwrap_or_else(|| count.count(&streamed.text));
     Ok(Completion {
         text,
         raw: streamed.text,
@@ -202,6 +296,7 @@ async fn stream_text(
                     return Ok(out);
                 }
             }
+            Some(Ok(Delta::Chunk(_))) => {}
             Some(Ok(Delta::Done(end))) => {
                 out.prompt_tokens = end.prompt_tokens;
                 out.completion_tokens = end.completion_tokens;
@@ -220,9 +315,9 @@ async fn cancelled(cancel: &CancelToken) {
 /// The client-facing error for a failed remote request: the replica's fault is a 502
 /// (504 for a timeout), no replica left a 503, a 4xx of the upstream (about the
 /// request) a 422 with its message.
-fn api_error(e: UpstreamError) -> ApiError {
+pub(crate) fn api_error(e: UpstreamError) -> ApiError {
     use axum::http::StatusCode;
-    tracing::warn!(error = %e, "remote completion failed");
+    tracing::warn!(error = %e, "remote request failed");
     match &e {
         UpstreamError::NoReplica(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
@@ -248,13 +343,17 @@ fn whole_lines_tail(text: &str, chars: usize) -> String {
     }
 }
 
-/// The snippets that fit `budget` estimated tokens, in order.
-fn fit_snippets(snippets: Vec<ContextSnippet>, budget: usize) -> Vec<ContextSnippet> {
+/// The snippets that fit `budget` tokens (as `count` counts them), in order.
+fn fit_snippets(
+    snippets: Vec<ContextSnippet>,
+    budget: usize,
+    count: &dyn Fn(&str) -> usize,
+) -> Vec<ContextSnippet> {
     let mut left = budget;
     snippets
         .into_iter()
         .filter(|s| {
-            let cost = estimate_tokens(&s.path) + estimate_tokens(&s.text) + 2;
+            let cost = count(&s.path) + count(&s.text) + 2;
             if cost <= left {
                 left -= cost;
                 true
@@ -281,7 +380,11 @@ mod tests {
             source: "index",
             repo: None,
         };
-        let kept = fit_snippets(vec![s(&"x".repeat(30)), s(&"y".repeat(300)), s("z")], 20);
+        let kept = fit_snippets(
+            vec![s(&"x".repeat(30)), s(&"y".repeat(300)), s("z")],
+            20,
+            &estimate_tokens,
+        );
         let texts: Vec<&str> = kept.iter().map(|k| k.text.as_str()).collect();
         assert_eq!(texts, vec!["x".repeat(30).as_str(), "z"]);
     }

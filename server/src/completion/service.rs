@@ -82,6 +82,14 @@ pub async fn complete(
     let mode = postprocess::mode(&input.prefix, &input.suffix);
     let engine = match &lease.backend {
         Backend::Builtin(engine) => engine.clone(),
+        Backend::Remote(upstream) if !upstream.wire.kind.serves_completions() => {
+            return Err(ApiError::unprocessable(format!(
+                "model `{}` runs on a `{}` backend, which serves chat and reviews, not code completions",
+                lease.model.id,
+                upstream.wire.kind.name()
+            ))
+            .with_param("model"));
+        }
         Backend::Remote(upstream) => {
             let upstream = upstream.clone();
             return remote::complete(state, caller, permit, lease, upstream, input, mode).await;

@@ -8,6 +8,7 @@ pub mod completions;
 pub mod meta;
 pub mod openai;
 pub mod openai_fields;
+pub mod openai_remote;
 pub mod openai_tools;
 pub mod review;
 pub mod tabby_compat;

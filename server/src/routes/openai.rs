@@ -24,6 +24,7 @@ use crate::http::gate::Slot;
 use crate::http::observe::{AuditInfo, AuditSlot};
 use crate::models::{ModelLease, ServedModel};
 use crate::routes::openai_fields::{self, Endpoint};
+use crate::routes::openai_remote;
 use crate::routes::openai_tools::{self, CallReader, ParsedCall, Piece};
 use crate::state::{AppState, Caller};
 
@@ -171,7 +172,7 @@ pub struct ChatRequest {
 /// `system_fingerprint` (from the model's SHA-256: the same fingerprint, the same
 /// weights).
 #[derive(Clone)]
-struct Head {
+pub struct Head {
     id: String,
     model: String,
     created: u64,
@@ -179,7 +180,8 @@ struct Head {
 }
 
 impl Head {
-    fn new(state: &AppState, model: &ServedModel, kind: &str) -> Self {
+    /// The head of a new answer of `model`; `kind` prefixes the id.
+    pub fn new(state: &AppState, model: &ServedModel, kind: &str) -> Self {
         Self {
             id: state.new_id(kind),
             model: model.id.clone(),
@@ -189,7 +191,7 @@ impl Head {
     }
 
     /// OpenAI's envelope of `object` around `choices`.
-    fn object(&self, object: &str, choices: Value) -> Value {
+    pub fn object(&self, object: &str, choices: Value) -> Value {
         json!({"id": self.id, "object": object, "created": self.created, "model": self.model,
                "system_fingerprint": self.fingerprint, "choices": choices})
     }
@@ -205,7 +207,7 @@ fn now() -> u64 {
 /// Checks limits and turns the shared fields into a generation request.
 fn generation(
     state: &AppState,
-    model: &ServedModel,
+    model: Option<&ServedModel>,
     prompt: Vec<u32>,
     common: Common,
     default_max: usize,
@@ -260,7 +262,10 @@ fn generation(
         },
         stop,
         cancel: CancelToken::new(),
-        speculation: crate::routes::request_speculation(model, common.speculation.as_deref())?,
+        speculation: match model {
+            Some(m) => crate::routes::request_speculation(m, common.speculation.as_deref())?,
+            None => engine::Speculation::Off,
+        },
         stop_rule: None,
         hint: Vec::new(),
         constraint: None,
@@ -345,7 +350,7 @@ pub async fn legacy_completions(
         }
     };
     let (mut request, stream, include_usage) =
-        generation(&state, &lease.model, prompt, req.common, 16)?;
+        generation(&state, Some(&lease.model), prompt, req.common, 16)?;
     if let Some(n) = req.logprobs {
         if n > 5 {
             return Err(ApiError::unprocessable("`logprobs` is at most 5").with_param("logprobs"));
@@ -434,14 +439,15 @@ where
     Ok(ids)
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
+/// OpenAI's `usage` object.
+pub fn usage(prompt: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
 /// `POST /v1/chat/completions`
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
-    _caller: Caller,
+    caller: Caller,
     Extension(audit): Extension<AuditSlot>,
     Slot(permit): Slot,
     JsonBody(body): JsonBody<Value>,
@@ -452,6 +458,7 @@ pub async fn chat_completions(
         ));
     };
     openai_fields::check(Endpoint::Chat, fields)?;
+    let sent = fields.clone();
     let mut req: ChatRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::unprocessable(format!("invalid chat completions request: {e}")))?;
     check_common(&req.common)?;
@@ -469,6 +476,19 @@ pub async fn chat_completions(
     let lease = state
         .lease(ModelRole::Chat, req.common.model.as_deref(), &audit)
         .await?;
+    if let crate::models::Backend::Remote(upstream) = &lease.backend {
+        let upstream = upstream.clone();
+        let (max_tokens, stream, include_usage) = remote_limits(&state, &messages, req.common)?;
+        let ask = openai_remote::RemoteChat {
+            max_tokens,
+            stream,
+            include_usage,
+            transcript: transcript(&messages),
+            head: Head::new(&state, &lease.model, "chatcmpl"),
+            caller: caller.name.clone(),
+        };
+        return openai_remote::chat(permit, audit, lease, upstream, sent, ask).await;
+    }
     let model = lease.engine()?.model().clone();
     let uses_tools = tools.is_some() || messages.iter().any(|m| !m.calls.is_empty());
     if uses_tools && !model.supports_tools() {
@@ -494,7 +514,7 @@ pub async fn chat_completions(
     })
     .await?;
     let (mut request, stream, include_usage) =
-        generation(&state, &lease.model, prompt, req.common, 256)?;
+        generation(&state, Some(&lease.model), prompt, req.common, 256)?;
     if model.tokenizer().token_id("<|im_end|>").is_none() {
         request.stop.push("\nuser:".into());
     }
@@ -577,6 +597,35 @@ pub async fn chat_completions(
         out,
         transcript(&messages),
     ))
+}
+
+/// The checks [`generation`] makes, for a chat on a remote backend (which counts its
+/// own prompt tokens): the prompt's characters, `n`, sampling ranges, `stop`, and no
+/// built-in engine setting. Gives the most tokens to generate, whether to stream and
+/// whether to end with usage.
+fn remote_limits(
+    state: &AppState,
+    messages: &[Said],
+    common: Common,
+) -> Result<(usize, bool, bool), ApiError> {
+    if common.speculation.is_some() {
+        return Err(ApiError::unprocessable(
+            "`speculation` is a setting of the built-in engine; this model runs on a remote backend",
+        )
+        .with_param("speculation"));
+    }
+    let limit = state.config.limits.prompt_chars();
+    let chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+    if chars > limit {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the prompt has {chars} characters; this server accepts at most {limit} (`limits.max_prompt_chars`)"
+            ),
+        ));
+    }
+    let (request, stream, include_usage) = generation(state, None, Vec::new(), common, 256)?;
+    Ok((request.max_new_tokens, stream, include_usage))
 }
 
 /// The number of alternatives a chat asks for with each token's log-probability
@@ -1006,15 +1055,19 @@ fn stream_data(
 
 /// What a stream has sent so far; written to the request's audit slot when the stream
 /// ends or is dropped (a client that leaves mid-stream still gets its counts logged).
-struct StreamTally {
+pub struct StreamTally {
     audit: AuditSlot,
-    prompt_tokens: Option<usize>,
-    generated: usize,
-    text: String,
+    /// Prompt tokens, once known.
+    pub prompt_tokens: Option<usize>,
+    /// Tokens generated so far.
+    pub generated: usize,
+    /// Text sent so far.
+    pub text: String,
 }
 
 impl StreamTally {
-    fn new(audit: AuditSlot) -> Self {
+    /// A tally writing to `audit`.
+    pub fn new(audit: AuditSlot) -> Self {
         Self {
             audit,
             prompt_tokens: None,

@@ -34,6 +34,8 @@ use crate::state::{AppState, Caller};
 use review::context::{IndexDefinitions, WorktreeFiles};
 use review::format::{self, Format};
 use review::model::EngineModel;
+
+use crate::upstream::review_model::RemoteReviewModel;
 use review::{
     self, FileSource, Inputs, Limits, NoFiles, Options, Progress, Report, ReviewError, Rules,
 };
@@ -89,7 +91,22 @@ pub async fn review(
         .lease(ModelRole::Review, req.model.as_deref(), &audit)
         .await?;
     let stream = req.stream;
-    let context = lease.engine()?.model().info().config.context_length;
+    let context = match &lease.backend {
+        crate::models::Backend::Builtin(engine) => engine.model().info().config.context_length,
+        // The server's `limits.max_prompt_tokens` bounds the prompt; a backend with a
+        // smaller context refuses the request itself (a 422 naming it).
+        crate::models::Backend::Remote(upstream) if upstream.wire.kind.serves_chat() => {
+            usize::MAX / 2
+        }
+        crate::models::Backend::Remote(upstream) => {
+            return Err(ApiError::unprocessable(format!(
+                "model `{}` runs on a `{}` backend, which serves code completions only; reviews need a chat model (`openai-chat`, `ollama` or the built-in engine)",
+                lease.model.id,
+                upstream.wire.kind.name()
+            ))
+            .with_param("model"));
+        }
+    };
     let (prepared, options, format) = prepare(&state, &caller, context, req).await?;
     let cancel = CancelToken::new();
     let guard = CancelOnDrop(cancel.clone());
@@ -332,19 +349,31 @@ fn run_review(
     cancel: CancelToken,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, ReviewError> {
-    let engine = match &lease.backend {
-        crate::models::Backend::Builtin(engine) => Some(engine.clone()),
-        crate::models::Backend::Remote(_) => None,
+    let (engine, remote) = match &lease.backend {
+        crate::models::Backend::Builtin(engine) => (Some(engine.clone()), None),
+        crate::models::Backend::Remote(upstream) => (None, Some(upstream.clone())),
     };
     let model = engine.filter(|_| options.model_review).map(|engine| {
         EngineModel::new(
             engine,
             lease.model.id.clone(),
-            cancel,
+            cancel.clone(),
             options.limits.prompt_tokens + options.limits.prompt_tokens / 8,
             lease.model.speculation,
         )
     });
+    // A remote chat backend reviews with its own structured output; it cannot judge
+    // replaced lines (that needs the model's log-probabilities in place).
+    let remote = remote
+        .filter(|u| options.model_review && u.wire.kind.serves_chat())
+        .map(|upstream| {
+            RemoteReviewModel::new(
+                upstream,
+                lease.model.id.clone(),
+                tokio::runtime::Handle::current(),
+                cancel,
+            )
+        });
     let defs = match (&state.index, &prepared.repo) {
         (Some(index), Some(name)) => Some(IndexDefinitions {
             index,
@@ -364,7 +393,11 @@ fn run_review(
         &prepared.diff,
         &inputs,
         options,
-        model.as_ref().map(|m| m as &dyn review::ReviewModel),
+        match (&model, &remote) {
+            (Some(m), _) => Some(m as &dyn review::ReviewModel),
+            (None, Some(r)) => Some(r as &dyn review::ReviewModel),
+            (None, None) => None,
+        },
         progress,
     )
 }

@@ -9,7 +9,10 @@
 //!   `prompt`, and the template's end tokens are sent as `stop`. Streams
 //!   `data: {"choices": [{"text": …, "finish_reason": …}]}` and `data: [DONE]`.
 //! - `ollama`: `POST /api/generate` with `raw: true` and the rendered FIM prompt.
-//!   Streams JSON lines `{"response": …, "done": …}`.
+//!   Streams JSON lines `{"response": …, "done": …}`. Chat goes to `/api/chat`
+//!   ([`super::chat`]).
+//! - `openai-chat`: an OpenAI-compatible `POST /v1/chat/completions` for the chat and
+//!   review roles ([`super::chat`]).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -23,9 +26,12 @@ pub enum Kind {
     /// An OpenAI-compatible `/v1/completions`.
     #[serde(rename = "openai-completions")]
     OpenAiCompletions,
-    /// Ollama's `/api/generate`.
+    /// Ollama's `/api/generate` (completions) and `/api/chat` (chat, review).
     #[serde(rename = "ollama")]
     Ollama,
+    /// An OpenAI-compatible `/v1/chat/completions` (chat, review).
+    #[serde(rename = "openai-chat")]
+    OpenAiChat,
 }
 
 impl Kind {
@@ -35,6 +41,26 @@ impl Kind {
             Kind::LlamaCppInfill => "llama.cpp-infill",
             Kind::OpenAiCompletions => "openai-completions",
             Kind::Ollama => "ollama",
+            Kind::OpenAiChat => "openai-chat",
+        }
+    }
+
+    /// Whether the kind serves code completions (fill-in-the-middle).
+    pub fn serves_completions(self) -> bool {
+        !matches!(self, Kind::OpenAiChat)
+    }
+
+    /// Whether the kind serves chat (and with it, reviews).
+    pub fn serves_chat(self) -> bool {
+        matches!(self, Kind::Ollama | Kind::OpenAiChat)
+    }
+
+    /// The roles a model of this kind can be given, as configuration names them.
+    pub fn role_names(self) -> &'static str {
+        match self {
+            Kind::LlamaCppInfill | Kind::OpenAiCompletions => "`completion`",
+            Kind::Ollama => "`completion`, `chat` and `review`",
+            Kind::OpenAiChat => "`chat` and `review`",
         }
     }
 
@@ -43,7 +69,7 @@ impl Kind {
     pub fn health_path(self) -> &'static str {
         match self {
             Kind::LlamaCppInfill => "/health",
-            Kind::OpenAiCompletions => "/v1/models",
+            Kind::OpenAiCompletions | Kind::OpenAiChat => "/v1/models",
             Kind::Ollama => "/api/tags",
         }
     }
@@ -165,8 +191,9 @@ pub struct Wire {
 }
 
 impl Wire {
-    /// The path and JSON body of a streamed `request`.
-    pub fn infill(&self, request: &InfillRequest) -> (&'static str, Value) {
+    /// The path and JSON body of a streamed `request`; `None` for a kind that serves
+    /// no completions.
+    pub fn infill(&self, request: &InfillRequest) -> Option<(&'static str, Value)> {
         let rendered = || {
             self.fim.unwrap_or(FimFormat::Qwen).render(
                 &request.prefix,
@@ -178,7 +205,8 @@ impl Wire {
         if let Some(fim) = self.fim {
             stop.extend(fim.stops().iter().map(|s| s.to_string()));
         }
-        match self.kind {
+        Some(match self.kind {
+            Kind::OpenAiChat => return None,
             Kind::LlamaCppInfill => (
                 "/infill",
                 json!({
@@ -225,15 +253,19 @@ impl Wire {
                     },
                 }),
             ),
-        }
+        })
     }
 }
 
 /// A piece of a streamed answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Delta {
-    /// Generated text.
+    /// Generated text (completions).
     Text(String),
+    /// A piece of a chat answer in the shape of OpenAI's streamed `choices[0]`
+    /// (`delta` with `content` or `tool_calls`, `finish_reason`, `logprobs`), whatever
+    /// the kind.
+    Chunk(Value),
     /// The end.
     Done(End),
 }
@@ -275,22 +307,44 @@ pub enum StreamError {
 #[derive(Debug)]
 pub struct StreamReader {
     kind: Kind,
+    /// A chat answer ([`super::chat`]) rather than a completion's.
+    chat: bool,
     pending: Vec<u8>,
     done: bool,
     /// OpenAI streams: the finish reason and usage seen before `[DONE]`.
     reason: Option<String>,
     usage: Value,
+    /// Ollama chat: tool calls seen so far (the finish reason is then `tool_calls`).
+    calls: usize,
 }
 
 impl StreamReader {
-    /// A reader for `kind`.
+    /// A reader of `kind`'s completion stream.
     pub fn new(kind: Kind) -> Self {
         Self {
             kind,
+            chat: false,
             pending: Vec::new(),
             done: false,
             reason: None,
             usage: Value::Null,
+            calls: 0,
+        }
+    }
+
+    /// A reader of `kind`'s chat stream.
+    pub fn for_chat(kind: Kind) -> Self {
+        Self {
+            chat: true,
+            ..Self::new(kind)
+        }
+    }
+
+    /// A reader of the same kind and mode that has read nothing (for a retry).
+    pub fn fresh(&self) -> Self {
+        Self {
+            chat: self.chat,
+            ..Self::new(self.kind)
         }
     }
 
@@ -329,7 +383,7 @@ impl StreamReader {
     fn line(&mut self, line: &str) -> Result<Vec<Delta>, StreamError> {
         let json_text = match self.kind {
             Kind::Ollama => line,
-            Kind::LlamaCppInfill | Kind::OpenAiCompletions => {
+            Kind::LlamaCppInfill | Kind::OpenAiCompletions | Kind::OpenAiChat => {
                 if line.starts_with(':') || line.starts_with("event:") || line.starts_with("id:") {
                     return Ok(Vec::new());
                 }
@@ -357,57 +411,133 @@ impl StreamReader {
         if v.get("error").is_some_and(|e| !e.is_null()) {
             return Err(StreamError::Reported(error_message(json_text)));
         }
+        Ok(match (self.kind, self.chat) {
+            (Kind::LlamaCppInfill, _) => self.infill_event(&v),
+            (Kind::OpenAiCompletions | Kind::OpenAiChat, _) => self.openai_event(&v),
+            (Kind::Ollama, false) => self.ollama_generate_line(&v),
+            (Kind::Ollama, true) => self.ollama_chat_line(&v),
+        })
+    }
+
+    /// llama.cpp's `/infill` event.
+    fn infill_event(&mut self, v: &Value) -> Vec<Delta> {
         let mut out = Vec::new();
-        match self.kind {
-            Kind::LlamaCppInfill => {
-                let text = v["content"].as_str().unwrap_or("");
-                if !text.is_empty() {
-                    out.push(Delta::Text(text.to_string()));
-                }
-                if v["stop"].as_bool() == Some(true) {
-                    self.done = true;
-                    let reason = match v["stop_type"].as_str() {
-                        Some("limit") => "length",
-                        _ => "stop",
-                    };
-                    out.push(Delta::Done(End::new(
-                        reason,
-                        &v["tokens_evaluated"],
-                        &v["tokens_predicted"],
-                    )));
-                }
-            }
-            Kind::OpenAiCompletions => {
-                let choice = &v["choices"][0];
-                let text = choice["text"].as_str().unwrap_or("");
-                if !text.is_empty() {
-                    out.push(Delta::Text(text.to_string()));
-                }
-                // The end comes with `[DONE]`, after the usage chunk when one is sent.
-                if let Some(reason) = choice["finish_reason"].as_str() {
-                    self.reason = Some(reason.to_string());
-                }
-                if v["usage"].is_object() {
-                    self.usage = v["usage"].clone();
-                }
-            }
-            Kind::Ollama => {
-                let text = v["response"].as_str().unwrap_or("");
-                if !text.is_empty() {
-                    out.push(Delta::Text(text.to_string()));
-                }
-                if v["done"].as_bool() == Some(true) {
-                    self.done = true;
-                    let reason = v["done_reason"].as_str().unwrap_or("stop");
-                    out.push(Delta::Done(End::new(
-                        reason,
-                        &v["prompt_eval_count"],
-                        &v["eval_count"],
-                    )));
-                }
+        let text = v["content"].as_str().unwrap_or("");
+        if !text.is_empty() {
+            out.push(Delta::Text(text.to_string()));
+        }
+        if v["stop"].as_bool() == Some(true) {
+            self.done = true;
+            let reason = match v["stop_type"].as_str() {
+                Some("limit") => "length",
+                _ => "stop",
+            };
+            out.push(Delta::Done(End::new(
+                reason,
+                &v["tokens_evaluated"],
+                &v["tokens_predicted"],
+            )));
+        }
+        out
+    }
+
+    /// An OpenAI completions or chat chunk: the end comes with `[DONE]`, after the
+    /// usage chunk when one is sent.
+    fn openai_event(&mut self, v: &Value) -> Vec<Delta> {
+        let mut out = Vec::new();
+        if v["usage"].is_object() {
+            self.usage = v["usage"].clone();
+        }
+        let choice = &v["choices"][0];
+        if !choice.is_object() {
+            return out;
+        }
+        if let Some(reason) = choice["finish_reason"].as_str() {
+            self.reason = Some(reason.to_string());
+        }
+        if self.chat {
+            out.push(Delta::Chunk(choice.clone()));
+        } else {
+            let text = choice["text"].as_str().unwrap_or("");
+            if !text.is_empty() {
+                out.push(Delta::Text(text.to_string()));
             }
         }
-        Ok(out)
+        out
+    }
+
+    /// A line of Ollama's `/api/generate` stream.
+    fn ollama_generate_line(&mut self, v: &Value) -> Vec<Delta> {
+        let mut out = Vec::new();
+        let text = v["response"].as_str().unwrap_or("");
+        if !text.is_empty() {
+            out.push(Delta::Text(text.to_string()));
+        }
+        if v["done"].as_bool() == Some(true) {
+            self.done = true;
+            let reason = v["done_reason"].as_str().unwrap_or("stop");
+            out.push(Delta::Done(End::new(
+                reason,
+                &v["prompt_eval_count"],
+                &v["eval_count"],
+            )));
+        }
+        out
+    }
+
+    /// A line of Ollama's `/api/chat` stream as OpenAI chunks: text as `content`, tool
+    /// calls (Ollama sends whole calls, arguments as an object) as `tool_calls` with
+    /// ids and arguments in a string, and the end with its finish reason.
+    fn ollama_chat_line(&mut self, v: &Value) -> Vec<Delta> {
+        let mut out = Vec::new();
+        let message = &v["message"];
+        let text = message["content"].as_str().unwrap_or("");
+        if !text.is_empty() {
+            out.push(Delta::Chunk(json!({
+                "index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null
+            })));
+        }
+        if let Some(calls) = message["tool_calls"].as_array() {
+            let calls: Vec<Value> = calls
+                .iter()
+                .map(|c| {
+                    let index = self.calls;
+                    self.calls += 1;
+                    let arguments = match &c["function"]["arguments"] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    json!({
+                        "index": index,
+                        "id": format!("call_{index}"),
+                        "type": "function",
+                        "function": {"name": c["function"]["name"], "arguments": arguments},
+                    })
+                })
+                .collect();
+            if !calls.is_empty() {
+                out.push(Delta::Chunk(json!({
+                    "index": 0, "delta": {"role": "assistant", "tool_calls": calls}, "finish_reason": null
+                })));
+            }
+        }
+        if v["done"].as_bool() == Some(true) {
+            self.done = true;
+            let reason = if self.calls > 0 {
+                "tool_calls"
+            } else {
+                v["done_reason"].as_str().unwrap_or("stop")
+            };
+            out.push(Delta::Chunk(
+                json!({"index": 0, "delta": {}, "finish_reason": reason}),
+            ));
+            out.push(Delta::Done(End::new(
+                reason,
+                &v["prompt_eval_count"],
+                &v["eval_count"],
+            )));
+        }
+        out
     }
 }
 
@@ -456,6 +586,7 @@ mod tests {
             match d {
                 Delta::Text(t) => text.push_str(t),
                 Delta::Done(e) => end = Some(e.reason.clone()),
+                Delta::Chunk(c) => panic!("a completion stream gave a chat piece: {c}"),
             }
         }
         (text, end)
@@ -543,7 +674,7 @@ data: [DONE]\n\n";
             model: None,
             fim: None,
         };
-        let (path, body) = infill.infill(&request);
+        let (path, body) = infill.infill(&request).expect("a completion kind");
         assert_eq!(path, "/infill");
         assert_eq!(body["input_prefix"], "def add(a, b):\n    return ");
         assert_eq!(body["input_extra"][0]["filename"], "util.py");
@@ -554,7 +685,7 @@ data: [DONE]\n\n";
             model: Some("Qwen/Qwen2.5-Coder-7B".into()),
             fim: Some(FimFormat::Qwen),
         };
-        let (path, body) = openai.infill(&request);
+        let (path, body) = openai.infill(&request).expect("a completion kind");
         assert_eq!(path, "/v1/completions");
         assert_eq!(
             body["prompt"],
@@ -577,7 +708,7 @@ data: [DONE]\n\n";
             model: Some("qwen2.5-coder:7b".into()),
             fim: Some(FimFormat::CodeLlama),
         };
-        let (path, body) = ollama.infill(&request);
+        let (path, body) = ollama.infill(&request).expect("a completion kind");
         assert_eq!(path, "/api/generate");
         assert_eq!(body["raw"], true);
         assert!(

@@ -5,6 +5,8 @@
 //! back.
 //!
 //! - [`kind`]: each engine's request and streamed-answer format.
+//! - [`chat`]: chat requests for the kinds that serve chat, and streamed chat answers
+//!   put together.
 //! - [`pool`]: replicas, least-outstanding balancing with keystroke affinity, ejection
 //!   with back-off, counters.
 //! - [`Upstream`]: one backend — its pool, HTTP client, timeouts, bearer token; a
@@ -14,8 +16,10 @@
 //! Plain `http://` only: a backend is expected on the same private network (TLS is
 //! terminated in front of it, or the engine runs beside Souffleur).
 
+pub mod chat;
 pub mod kind;
 pub mod pool;
+pub mod review_model;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -42,6 +46,9 @@ pub struct BackendSection {
     /// The FIM template of kinds that take a rendered prompt (`qwen`, `starcoder`,
     /// `code-llama`, `deepseek`).
     pub fim_template: Option<kind::FimFormat>,
+    /// The model's tokenizer for prompt budgets: its GGUF file or `tokenizer.json`
+    /// (without it, tokens are estimated from characters).
+    pub tokenizer: Option<PathBuf>,
     /// An environment variable holding the bearer token.
     pub api_key_env: Option<String>,
     /// A file holding the bearer token.
@@ -194,6 +201,7 @@ pub struct Upstream {
     total: Duration,
     health_every: Duration,
     last_check: std::sync::Mutex<Option<Instant>>,
+    tokenizer: Option<std::sync::Arc<engine::Tokenizer>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -232,6 +240,17 @@ impl Upstream {
             ),
             _ => None,
         };
+        let tokenizer = match &section.tokenizer {
+            Some(path) => Some(std::sync::Arc::new(engine::Tokenizer::load(path).map_err(
+                |e| {
+                    UpstreamError::Config(format!(
+                        "model `{name}`: cannot load backend.tokenizer {}: {e}",
+                        path.display()
+                    ))
+                },
+            )?)),
+            None => None,
+        };
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(section.connect_timeout_ms)));
         connector.set_nodelay(true);
@@ -254,7 +273,13 @@ impl Upstream {
             total: Duration::from_millis(section.total_timeout_ms),
             health_every: Duration::from_millis(section.health_interval_ms.max(100)),
             last_check: std::sync::Mutex::new(None),
+            tokenizer,
         })
+    }
+
+    /// The model's tokenizer, when `backend.tokenizer` names one.
+    pub fn tokenizer(&self) -> Option<&std::sync::Arc<engine::Tokenizer>> {
+        self.tokenizer.as_ref()
     }
 
     /// The replicas.
@@ -266,6 +291,7 @@ impl Upstream {
     pub fn status(&self) -> Value {
         json!({
             "kind": self.wire.kind.name(),
+            "token_count": crate::completion::remote::TokenCount::of(self).describe(),
             "replicas": self.pool.replicas().iter().map(|r| r.status()).collect::<Vec<_>>(),
         })
     }
@@ -278,15 +304,44 @@ impl Upstream {
         request: &InfillRequest,
         affinity: Option<u64>,
     ) -> Result<TextStream, UpstreamError> {
-        let (path, body) = self.wire.infill(request);
+        let (path, body) = self.wire.infill(request).ok_or_else(|| {
+            UpstreamError::Config(format!(
+                "model `{}` runs on a `{}` backend, which serves chat, not completions",
+                self.name,
+                self.wire.kind.name()
+            ))
+        })?;
+        self.start(path, body, affinity, StreamReader::new(self.wire.kind))
+            .await
+    }
+
+    /// Starts a chat written by [`kind::Wire::chat`] (`path`, `body`), as
+    /// [`Upstream::infill`] does; the answer streams as [`Delta::Chunk`]s.
+    pub async fn chat(
+        &self,
+        path: &'static str,
+        body: Value,
+        affinity: Option<u64>,
+    ) -> Result<TextStream, UpstreamError> {
+        self.start(path, body, affinity, StreamReader::for_chat(self.wire.kind))
+            .await
+    }
+
+    async fn start(
+        &self,
+        path: &'static str,
+        body: Value,
+        affinity: Option<u64>,
+        reader: StreamReader,
+    ) -> Result<TextStream, UpstreamError> {
         let body = Bytes::from(body.to_string());
         let first = self.pick(affinity, &[])?;
         let first_index = first.index;
-        match self.send(first, path, body.clone()).await {
+        match self.send(first, path, body.clone(), reader.fresh()).await {
             Err(e) if e.may_retry() => {
                 tracing::warn!(model = %self.name, error = %e, "retrying on another replica");
                 let second = self.pick(affinity, &[first_index])?;
-                self.send(second, path, body).await
+                self.send(second, path, body, reader).await
             }
             other => other,
         }
@@ -298,7 +353,13 @@ impl Upstream {
             .ok_or_else(|| UpstreamError::NoReplica(self.name.clone()))
     }
 
-    async fn send(&self, pick: Pick, path: &str, body: Bytes) -> Result<TextStream, UpstreamError> {
+    async fn send(
+        &self,
+        pick: Pick,
+        path: &str,
+        body: Bytes,
+        reader: StreamReader,
+    ) -> Result<TextStream, UpstreamError> {
         let started = Instant::now();
         let url = pick.replica.url.clone();
         let mut builder = hyper::Request::post(format!("{url}{path}"))
@@ -360,7 +421,7 @@ impl Upstream {
         }
         Ok(TextStream {
             body: response.into_body(),
-            reader: StreamReader::new(self.wire.kind),
+            reader,
             queued: std::collections::VecDeque::new(),
             pick,
             started,
@@ -542,6 +603,11 @@ impl TextStream {
         while let Some(d) = self.next().await {
             match d? {
                 Delta::Text(t) => text.push_str(&t),
+                Delta::Chunk(c) => {
+                    if let Some(t) = c["delta"]["content"].as_str() {
+                        text.push_str(t);
+                    }
+                }
                 Delta::Done(e) => end = Some(e),
             }
         }
