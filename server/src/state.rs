@@ -336,7 +336,8 @@ impl AppState {
         let lease = models::lease(&set, &self.loader, role, requested).await?;
         audit.update(|a| {
             a.model = Some(lease.model.id.clone());
-            a.model_sha256 = Some(lease.model.sha256.clone());
+            // A model on a remote backend has no checksum here.
+            a.model_sha256 = (!lease.model.sha256.is_empty()).then(|| lease.model.sha256.clone());
         });
         Ok(lease)
     }

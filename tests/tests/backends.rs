@@ -9,6 +9,9 @@
 //!   `/v1/health`, and the replica is re-admitted after a restart.
 //! - A newer keystroke cancels the older request, and the upstream stops generating
 //!   it (llama.cpp's slot is idle again long before the request would have ended).
+//! - `openai-chat` on llama.cpp's `/v1/chat/completions`: whole and streamed chat, a
+//!   JSON Schema answer, a review, budgets in the model's tokens, the audit rows, and a
+//!   client leaving a stream stopping the upstream.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -323,7 +326,7 @@ fn events(body: &str) -> (Vec<Value>, bool) {
 #[test]
 fn chat_and_review_go_through_a_real_llama_cpp_chat_endpoint() {
     let up = Upstream::start(free_port());
-    let (_dir, server) = serve_chat(&up);
+    let (dir, server) = serve_chat(&up);
     let url = &server.url;
     let ask = "Write a Python function `add(a, b)` that returns the sum. Only the code.";
 
@@ -465,4 +468,26 @@ fn chat_and_review_go_through_a_real_llama_cpp_chat_endpoint() {
         wait_for("the upstream slot to be idle", 10, || !up.busy());
         eprintln!("stream closed after {:?}", asked.elapsed());
     }
+
+    // The audit log has each chat with the upstream's token counts, no checksum (the
+    // weights are not Souffleur's to see) and, by default, no text.
+    let rows = e2e::audit_rows(&dir.path().join("home/souffleur.db"));
+    let chats: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["path"] == "/v1/chat/completions" && r["status"] == 200)
+        .collect();
+    assert!(chats.len() >= 3, "{rows:?}");
+    for row in &chats {
+        assert_eq!(row["model"], "chat", "{row}");
+        assert!(row["model_sha256"].is_null(), "{row}");
+        assert!(
+            row["prompt"].is_null() && row["completion"].is_null(),
+            "{row}"
+        );
+    }
+    assert!(
+        chats[0]["prompt_tokens"].as_i64() > Some(10),
+        "{:?}",
+        chats[0]
+    );
 }

@@ -170,13 +170,14 @@ pub struct ChatRequest {
 
 /// What every object of one answer carries: its id, the model, the creation time and
 /// `system_fingerprint` (from the model's SHA-256: the same fingerprint, the same
-/// weights).
+/// weights; `null` for a model on a remote backend, whose weights Souffleur does not
+/// see).
 #[derive(Clone)]
 pub struct Head {
     id: String,
     model: String,
     created: u64,
-    fingerprint: String,
+    fingerprint: Option<String>,
 }
 
 impl Head {
@@ -186,7 +187,8 @@ impl Head {
             id: state.new_id(kind),
             model: model.id.clone(),
             created: now(),
-            fingerprint: format!("fp_{}", model.sha256.get(..12).unwrap_or(&model.sha256)),
+            fingerprint: (!model.sha256.is_empty())
+                .then(|| format!("fp_{}", model.sha256.get(..12).unwrap_or(&model.sha256))),
         }
     }
 
