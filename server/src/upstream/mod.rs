@@ -420,7 +420,8 @@ impl Upstream {
             return Err(e);
         }
         Ok(TextStream {
-            body: response.into_body(),
+            body: Some(response.into_body()),
+            ended: false,
             reader,
             queued: std::collections::VecDeque::new(),
             pick,
@@ -497,7 +498,10 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 /// connection, which ends the generation upstream (llama.cpp server and vLLM stop a
 /// request whose client went away).
 pub struct TextStream {
-    body: Incoming,
+    /// The answer's body; taken by [`Drop`] to be read to its end after a clean end.
+    body: Option<Incoming>,
+    /// Whether the upstream's end ([`Delta::Done`]) was read.
+    ended: bool,
     reader: StreamReader,
     queued: std::collections::VecDeque<Delta>,
     pick: Pick,
@@ -527,6 +531,7 @@ impl TextStream {
             if let Some(d) = self.queued.pop_front() {
                 if matches!(d, Delta::Done(_)) {
                     self.finished = true;
+                    self.ended = true;
                     self.pick.replica.succeed();
                     self.pick.replica.observe(self.started.elapsed());
                 }
@@ -535,7 +540,10 @@ impl TextStream {
             if self.finished {
                 return None;
             }
-            let frame = match tokio::time::timeout_at(self.deadline, self.body.frame()).await {
+            let Some(body) = self.body.as_mut() else {
+                return None;
+            };
+            let frame = match tokio::time::timeout_at(self.deadline, body.frame()).await {
                 Err(_) => {
                     return Some(Err(self.broke(UpstreamError::Timeout {
                         url: self.pick.replica.url.clone(),
@@ -586,7 +594,7 @@ impl TextStream {
         }
     }
 
-    /// Records a failure that ended the stream.
+    /// Records a failure that ended the stream (its connection is closed, not reused).
     fn broke(&mut self, e: UpstreamError) -> UpstreamError {
         self.finished = true;
         if e.blames_replica() {
@@ -616,6 +624,27 @@ impl TextStream {
             why: "the answer ended without its end".into(),
         })?;
         Ok((text, end))
+    }
+}
+
+impl Drop for TextStream {
+    /// A stream dropped before its end closes the connection, which stops the upstream
+    /// generating. After a clean end, what is left of the body (the chunked encoding's
+    /// last chunk) is read in the background, so the connection goes back to the pool
+    /// and the next request to the replica skips the TCP handshake.
+    fn drop(&mut self) {
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
+        if !self.ended || hyper::body::Body::is_end_stream(&body) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+            });
+        }
     }
 }
 
