@@ -540,9 +540,7 @@ impl TextStream {
             if self.finished {
                 return None;
             }
-            let Some(body) = self.body.as_mut() else {
-                return None;
-            };
+            let body = self.body.as_mut()?;
             let frame = match tokio::time::timeout_at(self.deadline, body.frame()).await {
                 Err(_) => {
                     return Some(Err(self.broke(UpstreamError::Timeout {
