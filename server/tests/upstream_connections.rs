@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use server::upstream::kind::{Delta, InfillRequest, Kind};
+use server::upstream::kind::{Delta, Extras, InfillRequest, Kind};
 use server::upstream::{BackendSection, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -111,6 +111,8 @@ fn request() -> InfillRequest {
         temperature: 0.0,
         seed: 0,
         stop: vec!["\n".into()],
+        sampling: Extras::default(),
+        plain: false,
     }
 }
 

@@ -288,9 +288,13 @@ fn serve_chat(up: &Upstream) -> (tempfile::TempDir, Launched) {
     let (dir, home) = temp_home();
     let config = format!(
         "[limits]\nmax_tokens = 4000\n\n[[models]]\nname = \"chat\"\nengine = \"openai-chat\"\nroles = [\"chat\", \"review\"]\n\
-[models.backend]\nreplicas = [\"{}\"]\ntokenizer = \"{}\"\n",
-        up.url(),
-        coder_model().display()
+[models.backend]\nreplicas = [\"{url}\"]\ntokenizer = \"{}\"\n\n\
+[[models]]\nname = \"openai\"\nengine = \"openai-completions\"\nroles = [\"completion\"]\n\
+[models.backend]\nreplicas = [\"{url}\"]\nfim_template = \"qwen\"\n\n\
+[[models]]\nname = \"infill\"\nengine = \"llama.cpp-infill\"\nroles = [\"completion\"]\n\
+[models.backend]\nreplicas = [\"{url}\"]\n",
+        coder_model().display(),
+        url = up.url(),
     );
     std::fs::write(home.join("config.toml"), config).expect("config");
     let server = launch(&home, &["--local", "--exit-on-stdin-close"]);
@@ -405,6 +409,65 @@ fn chat_and_review_go_through_a_real_llama_cpp_chat_endpoint() {
     assert!(body.contains("speculation"), "{body}");
     let (status, v) = complete(url, "chat", "m.py", "x = ", "\n");
     assert_eq!(status, 422, "{v}");
+
+    // OpenAI's legacy completions: with `suffix` a fill-in-the-middle request on both
+    // completion kinds, without it a plain continuation (llama.cpp's `/completion`).
+    for model in ["openai", "infill"] {
+        let reply = request(
+            "POST",
+            &format!("{url}/v1/completions"),
+            None,
+            Some(
+                &json!({"model": model, "prompt": "def add(a, b):\n    return ", "suffix": "\n",
+                         "max_tokens": 16, "temperature": 0, "stop": ["\n"]})
+                .to_string(),
+            ),
+        );
+        assert_eq!(reply.status, 200, "{model}: {}", reply.body);
+        let v = reply.json();
+        assert_eq!(v["object"], "text_completion");
+        assert!(text_of(&v).contains("a + b"), "{model}: {v}");
+        assert!(v["usage"]["completion_tokens"].as_u64() > Some(0), "{v}");
+    }
+    let reply = request(
+        "POST",
+        &format!("{url}/v1/completions"),
+        None,
+        Some(&json!({"model": "infill", "prompt": "# Python\nimport os\nimport sys\nimport", "max_tokens": 8,
+                     "temperature": 0, "top_p": 0.9, "stream": true, "stream_options": {"include_usage": true}})
+            .to_string()),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (chunks, done) = events(&reply.body);
+    assert!(done, "{}", reply.body);
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert!(!text.is_empty(), "{}", reply.body);
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "text_completion" && c["model"] == "infill")
+    );
+    assert_eq!(chunks.last().expect("usage")["choices"], json!([]));
+    for (body, param) in [
+        (
+            json!({"model": "openai", "prompt": "x", "logprobs": 2}),
+            "logprobs",
+        ),
+        (json!({"model": "openai", "prompt": [1, 2, 3]}), "prompt"),
+        (json!({"model": "chat", "prompt": "x"}), "model"),
+    ] {
+        let reply = request(
+            "POST",
+            &format!("{url}/v1/completions"),
+            None,
+            Some(&body.to_string()),
+        );
+        assert_eq!(reply.status, 422, "{}", reply.body);
+        assert_eq!(reply.json()["error"]["param"], param, "{}", reply.body);
+    }
 
     // The model's own tokenizer counts the budgets.
     let health = request("GET", &format!("{url}/v1/health"), None, None).json();

@@ -176,6 +176,8 @@ pub async fn complete(
         temperature: input.temperature,
         seed: input.seed,
         stop,
+        sampling: crate::upstream::kind::Extras::default(),
+        plain: false,
     };
     let who = input.user.clone().unwrap_or_else(|| caller.name.clone());
     let key_user = format!("{}/{who}", caller.name);

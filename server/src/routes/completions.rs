@@ -88,7 +88,7 @@ pub async fn completions(
         let done = service::complete(&state, &caller, permit, lease, input).await?;
         tabby_response(&state, done, &debug)
     } else if obj.contains_key("prompt") {
-        openai::legacy_completions(state, permit, audit, value).await
+        openai::legacy_completions(state, &caller, permit, audit, value).await
     } else {
         Err(ApiError::unprocessable(
             "expected `segments` (Tabby's completion request) or `prompt` (OpenAI's completions request)",

@@ -27,6 +27,7 @@ use crate::routes::openai_fields::{self, Endpoint};
 use crate::routes::openai_remote;
 use crate::routes::openai_tools::{self, CallReader, ParsedCall, Piece};
 use crate::state::{AppState, Caller};
+use crate::upstream::kind::{Extras, InfillRequest};
 
 /// `stop`: one string or several.
 #[derive(Debug, Deserialize)]
@@ -313,6 +314,7 @@ fn penalties(common: &Common) -> Result<engine::Penalties, ApiError> {
 /// OpenAI's legacy `POST /v1/completions` (called by the shared handler).
 pub async fn legacy_completions(
     state: Arc<AppState>,
+    caller: &Caller,
     permit: OwnedSemaphorePermit,
     audit: AuditSlot,
     value: Value,
@@ -329,6 +331,9 @@ pub async fn legacy_completions(
     let lease = state
         .lease(ModelRole::Completion, req.common.model.as_deref(), &audit)
         .await?;
+    if matches!(lease.backend, crate::models::Backend::Remote(_)) {
+        return remote_legacy(&state, permit, audit, lease, req, caller.name.clone()).await;
+    }
     let (text, prompt) = match req.prompt {
         Prompt::Text(t) => (t.clone(), None),
         Prompt::Texts(v) if v.len() == 1 => (v[0].clone(), None),
@@ -480,9 +485,10 @@ pub async fn chat_completions(
         .await?;
     if let crate::models::Backend::Remote(upstream) = &lease.backend {
         let upstream = upstream.clone();
-        let (max_tokens, stream, include_usage) = remote_limits(&state, &messages, req.common)?;
+        let chars = messages.iter().map(|m| m.content.chars().count()).sum();
+        let (settings, stream, include_usage) = remote_limits(&state, chars, req.common)?;
         let ask = openai_remote::RemoteChat {
-            max_tokens,
+            max_tokens: settings.max_new_tokens,
             stream,
             include_usage,
             transcript: transcript(&messages),
@@ -601,15 +607,15 @@ pub async fn chat_completions(
     ))
 }
 
-/// The checks [`generation`] makes, for a chat on a remote backend (which counts its
-/// own prompt tokens): the prompt's characters, `n`, sampling ranges, `stop`, and no
-/// built-in engine setting. Gives the most tokens to generate, whether to stream and
-/// whether to end with usage.
+/// The checks [`generation`] makes, for a request to a remote backend (which counts
+/// its own prompt tokens): the prompt's `chars`, `n`, sampling ranges, `stop`, and no
+/// built-in engine setting. Gives the generation settings (without a prompt), whether
+/// to stream and whether to end with usage.
 fn remote_limits(
     state: &AppState,
-    messages: &[Said],
+    chars: usize,
     common: Common,
-) -> Result<(usize, bool, bool), ApiError> {
+) -> Result<(GenerationRequest, bool, bool), ApiError> {
     if common.speculation.is_some() {
         return Err(ApiError::unprocessable(
             "`speculation` is a setting of the built-in engine; this model runs on a remote backend",
@@ -617,7 +623,6 @@ fn remote_limits(
         .with_param("speculation"));
     }
     let limit = state.config.limits.prompt_chars();
-    let chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
     if chars > limit {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -626,8 +631,84 @@ fn remote_limits(
             ),
         ));
     }
-    let (request, stream, include_usage) = generation(state, None, Vec::new(), common, 256)?;
-    Ok((request.max_new_tokens, stream, include_usage))
+    generation(state, None, Vec::new(), common, 256)
+}
+
+/// A legacy completion on a remote backend: the prompt as text (token ids need the
+/// built-in tokenizer), no log-probabilities; with `suffix` a fill-in-the-middle
+/// request, else a plain continuation.
+async fn remote_legacy(
+    state: &Arc<AppState>,
+    permit: OwnedSemaphorePermit,
+    audit: AuditSlot,
+    lease: ModelLease,
+    req: LegacyRequest,
+    caller: String,
+) -> Result<Response, ApiError> {
+    let crate::models::Backend::Remote(upstream) = &lease.backend else {
+        return Err(ApiError::internal("not a remote model"));
+    };
+    let upstream = upstream.clone();
+    if !upstream.wire.kind.serves_completions() {
+        return Err(ApiError::unprocessable(format!(
+            "model `{}` runs on a `{}` backend, which serves chat, not completions",
+            lease.model.id,
+            upstream.wire.kind.name()
+        ))
+        .with_param("model"));
+    }
+    if req.logprobs.is_some() {
+        return Err(ApiError::unprocessable(
+            "`logprobs` are not available from a model on a remote backend",
+        )
+        .with_param("logprobs"));
+    }
+    let prompt = match req.prompt {
+        Prompt::Text(t) => t,
+        Prompt::Texts(mut v) if v.len() == 1 => v.remove(0),
+        Prompt::Texts(_) => {
+            return Err(ApiError::unprocessable(
+                "`prompt` as a list takes exactly one string",
+            ));
+        }
+        Prompt::Tokens(_) => {
+            return Err(ApiError::unprocessable(
+                "`prompt` as token ids needs the built-in engine's tokenizer; send text to a model on a remote backend",
+            )
+            .with_param("prompt"));
+        }
+    };
+    let plain = req.suffix.is_none();
+    let suffix = req.suffix.unwrap_or_default();
+    let chars = prompt.chars().count() + suffix.chars().count();
+    let (settings, stream, include_usage) = remote_limits(state, chars, req.common)?;
+    let sampling = &settings.sampling;
+    let request = InfillRequest {
+        prefix: prompt.clone(),
+        suffix,
+        extra: Vec::new(),
+        max_tokens: settings.max_new_tokens,
+        temperature: sampling.temperature,
+        seed: sampling.seed,
+        stop: settings.stop.clone(),
+        sampling: Extras {
+            top_p: sampling.top_p,
+            top_k: sampling.top_k,
+            presence_penalty: sampling.penalties.presence,
+            frequency_penalty: sampling.penalties.frequency,
+            repetition_penalty: sampling.penalties.repetition,
+        },
+        plain,
+    };
+    let ask = openai_remote::RemoteChat {
+        max_tokens: settings.max_new_tokens,
+        stream,
+        include_usage,
+        transcript: prompt,
+        head: Head::new(state, &lease.model, "cmpl"),
+        caller,
+    };
+    openai_remote::text(permit, audit, lease, upstream, request, ask).await
 }
 
 /// The number of alternatives a chat asks for with each token's log-probability

@@ -177,6 +177,65 @@ pub struct InfillRequest {
     pub seed: u64,
     /// Texts that end the completion.
     pub stop: Vec<String>,
+    /// Nucleus sampling, top-k and penalties (written only when not the defaults).
+    pub sampling: Extras,
+    /// A plain continuation of `prefix` (OpenAI's `/v1/completions` without `suffix`):
+    /// no FIM template; llama.cpp's `/completion` instead of `/infill`.
+    pub plain: bool,
+}
+
+/// Sampling settings beyond temperature and seed, each sent only when it is not the
+/// default (so kinds that do not know a field never see it unless a client set it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Extras {
+    /// Nucleus sampling (1: off).
+    pub top_p: f32,
+    /// Top-k (0: off).
+    pub top_k: usize,
+    /// OpenAI's presence penalty (0: off).
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty (0: off).
+    pub frequency_penalty: f32,
+    /// Multiplicative repetition penalty (1: off).
+    pub repetition_penalty: f32,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Self {
+            top_p: 1.0,
+            top_k: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+impl Extras {
+    /// The fields that are set, under the names of `kind` (llama.cpp and Ollama call
+    /// the repetition penalty `repeat_penalty`).
+    fn write(&self, kind: Kind, into: &mut serde_json::Map<String, Value>) {
+        let repetition = match kind {
+            Kind::OpenAiCompletions | Kind::OpenAiChat => "repetition_penalty",
+            Kind::LlamaCppInfill | Kind::Ollama => "repeat_penalty",
+        };
+        if self.top_p != 1.0 {
+            into.insert("top_p".into(), json!(self.top_p));
+        }
+        if self.top_k != 0 {
+            into.insert("top_k".into(), json!(self.top_k));
+        }
+        if self.presence_penalty != 0.0 {
+            into.insert("presence_penalty".into(), json!(self.presence_penalty));
+        }
+        if self.frequency_penalty != 0.0 {
+            into.insert("frequency_penalty".into(), json!(self.frequency_penalty));
+        }
+        if self.repetition_penalty != 1.0 {
+            into.insert(repetition.into(), json!(self.repetition_penalty));
+        }
+    }
 }
 
 /// Everything needed to write a request for one backend.
@@ -194,7 +253,10 @@ impl Wire {
     /// The path and JSON body of a streamed `request`; `None` for a kind that serves
     /// no completions.
     pub fn infill(&self, request: &InfillRequest) -> Option<(&'static str, Value)> {
-        let rendered = || {
+        let prompt = || {
+            if request.plain {
+                return request.prefix.clone();
+            }
             self.fim.unwrap_or(FimFormat::Qwen).render(
                 &request.prefix,
                 &request.suffix,
@@ -202,11 +264,24 @@ impl Wire {
             )
         };
         let mut stop = request.stop.clone();
-        if let Some(fim) = self.fim {
+        if let (Some(fim), false) = (self.fim, request.plain) {
             stop.extend(fim.stops().iter().map(|s| s.to_string()));
         }
-        Some(match self.kind {
+        let (path, mut body, options) = match self.kind {
             Kind::OpenAiChat => return None,
+            Kind::LlamaCppInfill if request.plain => (
+                "/completion",
+                json!({
+                    "prompt": request.prefix,
+                    "n_predict": request.max_tokens,
+                    "temperature": request.temperature,
+                    "seed": request.seed,
+                    "stop": stop,
+                    "cache_prompt": true,
+                    "stream": true,
+                }),
+                None,
+            ),
             Kind::LlamaCppInfill => (
                 "/infill",
                 json!({
@@ -222,10 +297,11 @@ impl Wire {
                     "cache_prompt": true,
                     "stream": true,
                 }),
+                None,
             ),
             Kind::OpenAiCompletions => {
                 let mut body = json!({
-                    "prompt": rendered(),
+                    "prompt": prompt(),
                     "max_tokens": request.max_tokens,
                     "temperature": request.temperature,
                     "seed": request.seed,
@@ -236,13 +312,13 @@ impl Wire {
                 if let Some(m) = &self.model {
                     body["model"] = json!(m);
                 }
-                ("/v1/completions", body)
+                ("/v1/completions", body, None)
             }
             Kind::Ollama => (
                 "/api/generate",
                 json!({
                     "model": self.model.clone().unwrap_or_default(),
-                    "prompt": rendered(),
+                    "prompt": prompt(),
                     "raw": true,
                     "stream": true,
                     "options": {
@@ -252,8 +328,17 @@ impl Wire {
                         "stop": stop,
                     },
                 }),
+                Some("options"),
             ),
-        })
+        };
+        let target = match options {
+            Some(key) => body.get_mut(key),
+            None => Some(&mut body),
+        };
+        if let Some(Value::Object(fields)) = target {
+            request.sampling.write(self.kind, fields);
+        }
+        Some((path, body))
     }
 }
 
@@ -668,6 +753,8 @@ data: [DONE]\n\n";
             temperature: 0.0,
             seed: 7,
             stop: vec!["\n".into()],
+            sampling: Extras::default(),
+            plain: false,
         };
         let infill = Wire {
             kind: Kind::LlamaCppInfill,
@@ -719,5 +806,34 @@ data: [DONE]\n\n";
             body["prompt"]
         );
         assert_eq!(body["options"]["num_predict"], 32);
+        assert!(
+            body["options"].get("top_p").is_none(),
+            "defaults are not sent"
+        );
+
+        // A plain continuation with sampling settings: no template, llama.cpp's
+        // `/completion`, each setting under the kind's name.
+        let plain = InfillRequest {
+            plain: true,
+            sampling: Extras {
+                top_p: 0.9,
+                repetition_penalty: 1.1,
+                ..Extras::default()
+            },
+            ..request
+        };
+        let (path, body) = infill.infill(&plain).expect("completion kind");
+        assert_eq!(path, "/completion");
+        assert_eq!(body["prompt"], "def add(a, b):\n    return ");
+        assert_eq!(body["repeat_penalty"], json!(1.1f32));
+        let (_, body) = openai.infill(&plain).expect("completion kind");
+        assert_eq!(body["prompt"], "def add(a, b):\n    return ");
+        assert_eq!(body["stop"], json!(["\n"]), "no FIM end tokens");
+        assert_eq!(body["top_p"], json!(0.9f32));
+        assert_eq!(body["repetition_penalty"], json!(1.1f32));
+        let (_, body) = ollama.infill(&plain).expect("completion kind");
+        assert_eq!(body["prompt"], "def add(a, b):\n    return ");
+        assert_eq!(body["options"]["repeat_penalty"], json!(1.1f32));
+        assert_eq!(body["options"]["top_p"], json!(0.9f32));
     }
 }
