@@ -20,6 +20,9 @@ pub enum TokenCommand {
         /// `user` or `admin` (admins also read /metrics).
         #[arg(long, default_value = "user")]
         role: String,
+        /// Days until the token stops working (default: it does not expire).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_days: Option<u32>,
     },
     /// List tokens (never their secrets).
     List {
@@ -38,11 +41,21 @@ pub enum TokenCommand {
 pub fn run(home: &Home, cmd: TokenCommand) -> Result<()> {
     let store = TokenStore::open(&home.db())?;
     match cmd {
-        TokenCommand::Create { name, repos, role } => {
+        TokenCommand::Create {
+            name,
+            repos,
+            role,
+            expires_days,
+        } => {
             let role = Role::parse(&role)?;
             let scope = RepoScope::parse(&repos);
-            let secret = store.create(&name, role, &scope)?;
-            println!("created {role:?} token `{name}` for repositories {repos}");
+            let expires_at =
+                expires_days.map(|d| server::store::tokens::now() + i64::from(d) * 86_400);
+            let secret = store.create_expiring(&name, role, &scope, expires_at)?;
+            let until = expires_days
+                .map(|d| format!(", expiring in {d} days"))
+                .unwrap_or_default();
+            println!("created {role:?} token `{name}` for repositories {repos}{until}");
             println!("{secret}");
         }
         TokenCommand::List { json } => {
@@ -57,6 +70,8 @@ pub fn run(home: &Home, cmd: TokenCommand) -> Result<()> {
                     };
                     let state = if t.revoked_at.is_some() {
                         "revoked"
+                    } else if t.expired_at(server::store::tokens::now()) {
+                        "expired"
                     } else {
                         "active"
                     };

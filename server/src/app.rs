@@ -78,6 +78,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1beta/server_setting", get(tabby_compat::server_setting))
         .route("/v1beta/models", get(tabby_compat::models))
         .route("/metrics", get(meta::metrics_text))
+        .merge(crate::console::router())
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), gate::gate))
@@ -136,9 +137,14 @@ pub fn serve(
         std::thread::Builder::new()
             .name("souffleur-refresh".into())
             .spawn(move || {
+                let mut pruned: Option<std::time::Instant> = None;
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
                     background.refresh(&refresh_store);
+                    if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                        pruned = Some(std::time::Instant::now());
+                        prune_audit(&background);
+                    }
                     for entry in &background.model_set().entries {
                         entry.model.unload_if_idle();
                     }
@@ -163,6 +169,23 @@ pub fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deletes audit rows older than `audit.retention_days`, if set.
+fn prune_audit(state: &AppState) {
+    let Some(days) = state.config.audit.retention_days else {
+        return;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let before = now_ms - (days as i64) * 86_400_000;
+    match crate::store::audit::prune(&state.db_path, before) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, days, "deleted audit rows past their retention"),
+        Err(e) => tracing::error!(error = %e, "cannot delete old audit rows"),
+    }
 }
 
 /// Runs the remote backends' health checks (each backend's own interval) for the

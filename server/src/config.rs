@@ -67,6 +67,37 @@ pub struct Config {
     pub scheduler: SchedulerSection,
     /// What the server logs and in which format.
     pub log: LogSection,
+    /// The web console at `/admin`.
+    pub console: ConsoleSection,
+}
+
+/// `[console]`: the admins' web console at `/admin`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// Serve the console (off: `/admin` answers 404).
+    pub enabled: bool,
+    /// A session ends after this many seconds without a request.
+    pub session_idle_secs: u64,
+    /// A session ends this many seconds after sign-in, used or not.
+    pub session_max_secs: u64,
+    /// Failed sign-ins allowed per client address and minute.
+    pub sign_in_attempts_per_minute: u32,
+    /// Mark the session cookie `Secure` (set it when a TLS proxy fronts Souffleur; it is
+    /// also set for requests that arrive with `X-Forwarded-Proto: https`).
+    pub secure_cookies: bool,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_idle_secs: 30 * 60,
+            session_max_secs: 12 * 3600,
+            sign_in_attempts_per_minute: 5,
+            secure_cookies: false,
+        }
+    }
 }
 
 /// `[log]`: the server's log on standard error.
@@ -368,6 +399,8 @@ pub struct IndexSection {
 pub struct AuditSection {
     /// Also store prompts and completions in the audit log (off: metadata only).
     pub store_code: bool,
+    /// Delete rows older than this many days (checked hourly; unset: keep all).
+    pub retention_days: Option<u64>,
 }
 
 /// `[scheduler]`
@@ -687,6 +720,18 @@ impl Config {
                 self.limits.body_timeout_secs as usize,
             ),
             ("limits.max_header_bytes", self.limits.max_header_bytes),
+            (
+                "console.session_idle_secs",
+                self.console.session_idle_secs as usize,
+            ),
+            (
+                "console.session_max_secs",
+                self.console.session_max_secs as usize,
+            ),
+            (
+                "console.sign_in_attempts_per_minute",
+                self.console.sign_in_attempts_per_minute as usize,
+            ),
             (
                 "limits.max_connections_per_address",
                 self.limits.max_connections_per_address,

@@ -18,6 +18,7 @@
 pub mod app;
 pub mod completion;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -29,6 +29,15 @@ struct Inner {
     completions: BTreeMap<String, u64>,
 }
 
+/// Request counts since start, for the console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Every request answered.
+    pub requests: u64,
+    /// Answers with a 5xx status.
+    pub server_errors: u64,
+}
+
 /// The server's metrics registry.
 #[derive(Default)]
 pub struct Metrics {
@@ -49,6 +58,22 @@ impl Metrics {
         }
         h.sum += secs;
         h.count += 1;
+    }
+
+    /// Requests and server errors since start.
+    pub fn totals(&self) -> Totals {
+        let Ok(m) = self.inner.lock() else {
+            return Totals::default();
+        };
+        m.requests
+            .iter()
+            .fold(Totals::default(), |mut t, ((_, status), n)| {
+                t.requests += n;
+                if *status >= 500 {
+                    t.server_errors += n;
+                }
+                t
+            })
     }
 
     /// Counts a telemetry event (`view`, `select`, `dismiss`, …).

@@ -60,7 +60,18 @@ pub struct AppState {
     pub token_db: Mutex<TokenStore>,
     /// Bounds how often unknown tokens reach the database.
     pub token_misses: Mutex<MissBudget>,
+    /// The database file (tokens, audit log), for readers of their own.
+    pub db_path: std::path::PathBuf,
+    /// The web console's sessions and sign-in limits.
+    pub console: crate::console::Sessions,
+    /// Token uses not yet written to the database (name → seconds since the epoch).
+    token_use: Mutex<HashMap<String, i64>>,
+    /// When each token's use was last written.
+    token_use_written: Mutex<HashMap<String, i64>>,
 }
+
+/// Seconds between writes of one token's last use.
+const TOKEN_USE_EVERY_SECS: i64 = 60;
 
 /// Database lookups of unknown tokens: at most [`MissBudget::PER_SECOND`] a second,
 /// so random tokens cannot hammer the database.
@@ -171,13 +182,32 @@ impl AppState {
             )),
             token_db: Mutex::new(token_db),
             token_misses: Mutex::new(MissBudget::default()),
+            db_path: db.to_path_buf(),
+            console: crate::console::Sessions::default(),
+            token_use: Mutex::new(HashMap::new()),
+            token_use_written: Mutex::new(HashMap::new()),
             config,
         })
     }
 
     /// Reloads tokens and the index's repositories (the CLI may change both while
-    /// the server runs).
+    /// the server runs), and writes when tokens were last used.
     pub fn refresh(&self, store: &TokenStore) {
+        let used: Vec<(String, i64)> = self
+            .token_use
+            .lock()
+            .map(|mut m| m.drain().collect())
+            .unwrap_or_default();
+        if !used.is_empty() {
+            match store.touch(&used) {
+                Ok(()) => {
+                    if let Ok(mut written) = self.token_use_written.lock() {
+                        written.extend(used);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot record token use"),
+            }
+        }
         match store.active() {
             Ok(active) => {
                 if let Ok(mut t) = self.tokens.write() {
@@ -248,11 +278,43 @@ impl AppState {
                     })?
             }
         };
+        let now = crate::store::tokens::now();
+        if record.expired_at(now) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("token `{}` has expired", record.name),
+            ));
+        }
+        self.note_use(&record.name, now);
         Ok(Caller {
             name: record.name,
             role: record.role,
             repos: record.repos,
         })
+    }
+
+    /// Whether the token with this hash is active (in the table refreshed every second).
+    pub fn token_is_active(&self, hash: &str) -> bool {
+        let now = crate::store::tokens::now();
+        self.tokens
+            .read()
+            .ok()
+            .and_then(|t| t.get(hash).map(|r| !r.expired_at(now)))
+            .unwrap_or(false)
+    }
+
+    /// Remembers that token `name` was used at `now`, to be written by the next
+    /// refresh (at most once a minute per token).
+    pub fn note_use(&self, name: &str, now: i64) {
+        let recent = self
+            .token_use_written
+            .lock()
+            .ok()
+            .and_then(|w| w.get(name).copied())
+            .is_some_and(|at| now - at < TOKEN_USE_EVERY_SECS);
+        if !recent && let Ok(mut pending) = self.token_use.lock() {
+            pending.insert(name.to_string(), now);
+        }
     }
 
     /// A token created since the last refresh of the in-memory table (`souffleur token

@@ -84,7 +84,6 @@ pub async fn serve(
         // hyper's own refusal only applies to far larger ones.
         .max_buf_size(1 << 20)
         .max_headers(1000);
-    let service = TowerToHyperService::new(app);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -108,7 +107,16 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
+        // Handlers that need the client's address (the console's sign-in limit) find
+        // it as `ConnectInfo`.
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                r
+            },
+        ));
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
             let _slot = slot;

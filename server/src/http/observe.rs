@@ -38,6 +38,8 @@ pub struct AuditInfo {
     pub model: Option<String>,
     /// That model's SHA-256.
     pub model_sha256: Option<String>,
+    /// What an admin did, in words.
+    pub action: Option<String>,
 }
 
 /// The audit information of one request, shared by the middleware (which knows the
@@ -70,6 +72,7 @@ impl AuditSlot {
             info.completion = from.completion.or(info.completion.take());
             info.model = from.model.or(info.model.take());
             info.model_sha256 = from.model_sha256.or(info.model_sha256.take());
+            info.action = from.action.or(info.action.take());
         });
     }
 }
@@ -155,8 +158,10 @@ pub async fn observe(
             v.starts_with("application/json")
                 || v.starts_with("text/event-stream")
                 || v.starts_with("text/plain; version")
+                // The console's pages.
+                || v.starts_with("text/html")
         });
-    if !status.is_success() && !is_json {
+    if !status.is_success() && !status.is_redirection() && !is_json {
         let message = match status {
             StatusCode::PAYLOAD_TOO_LARGE => format!(
                 "request body exceeds the limit of {} bytes",
@@ -250,6 +255,7 @@ impl Drop for AuditOnEnd {
             prompt: info.prompt,
             completion: info.completion,
             request_id: Some(std::mem::take(&mut self.id)),
+            action: info.action,
         });
     }
 }

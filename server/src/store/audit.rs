@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use rusqlite::params;
+use serde::Serialize;
 
 use super::db::{Result, StoreError, open_db};
 
@@ -38,6 +39,8 @@ pub struct AuditRecord {
     pub completion: Option<String>,
     /// The request's id (sent back in `x-request-id`, and in its log lines).
     pub request_id: Option<String>,
+    /// What an admin did (console actions: `create token alice (user, *)`).
+    pub action: Option<String>,
 }
 
 /// What the writer thread is sent.
@@ -120,8 +123,8 @@ fn write_batch(conn: &rusqlite::Connection, batch: &[AuditRecord]) -> rusqlite::
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO audit (at_ms, token, method, path, status, latency_ms, prompt_tokens,
-                completion_tokens, model, prompt, completion, request_id, model_sha256)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                completion_tokens, model, prompt, completion, request_id, model_sha256, action)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         for r in batch {
             stmt.execute(params![
@@ -137,11 +140,138 @@ fn write_batch(conn: &rusqlite::Connection, batch: &[AuditRecord]) -> rusqlite::
                 r.prompt,
                 r.completion,
                 r.request_id,
-                r.model_sha256
+                r.model_sha256,
+                r.action
             ])?;
         }
     }
     tx.commit()
+}
+
+/// Which audit rows to read back: each set field must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    /// The token (user) name.
+    pub user: Option<String>,
+    /// The request path.
+    pub path: Option<String>,
+    /// The model id.
+    pub model: Option<String>,
+    /// Rows at or after this time (ms since the epoch).
+    pub from_ms: Option<i64>,
+    /// Rows before this time (ms since the epoch).
+    pub to_ms: Option<i64>,
+    /// Rows older than this id (paging back).
+    pub before_id: Option<i64>,
+}
+
+/// An audit row as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    /// Row id.
+    pub id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Token (user) name.
+    pub token: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Response status.
+    pub status: i64,
+    /// Time to respond.
+    pub latency_ms: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: Option<i64>,
+    /// Generated tokens.
+    pub completion_tokens: Option<i64>,
+    /// Model id.
+    pub model: Option<String>,
+    /// Model SHA-256.
+    pub model_sha256: Option<String>,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// An admin's action.
+    pub action: Option<String>,
+    /// The prompt, when code is stored.
+    pub prompt: Option<String>,
+    /// The completion, when code is stored.
+    pub completion: Option<String>,
+}
+
+/// Reads audit rows matching `filter`, newest first, at most `limit`.
+pub fn read_rows(db: &Path, filter: &AuditFilter, limit: usize) -> Result<Vec<AuditRow>> {
+    let conn = open_db(db)?;
+    let mut sql = String::from(
+        "SELECT id, at_ms, token, method, path, status, latency_ms, prompt_tokens,
+                completion_tokens, model, model_sha256, request_id, action, prompt, completion
+         FROM audit WHERE 1 = 1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    for (column, value) in [
+        ("token", &filter.user),
+        ("path", &filter.path),
+        ("model", &filter.model),
+    ] {
+        if let Some(v) = value {
+            args.push(v.clone().into());
+            sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+        }
+    }
+    for (test, value) in [
+        ("at_ms >=", filter.from_ms),
+        ("at_ms <", filter.to_ms),
+        ("id <", filter.before_id),
+    ] {
+        if let Some(v) = value {
+            args.push(v.into());
+            sql.push_str(&format!(" AND {test} ?{}", args.len()));
+        }
+    }
+    args.push((limit as i64).into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok(AuditRow {
+            id: r.get(0)?,
+            at_ms: r.get(1)?,
+            token: r.get(2)?,
+            method: r.get(3)?,
+            path: r.get(4)?,
+            status: r.get(5)?,
+            latency_ms: r.get(6)?,
+            prompt_tokens: r.get(7)?,
+            completion_tokens: r.get(8)?,
+            model: r.get(9)?,
+            model_sha256: r.get(10)?,
+            request_id: r.get(11)?,
+            action: r.get(12)?,
+            prompt: r.get(13)?,
+            completion: r.get(14)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The distinct values of the audit log's `column` (`token`, `path` or `model`), for
+/// the console's filters.
+pub fn distinct(db: &Path, column: &str) -> Result<Vec<String>> {
+    if !matches!(column, "token" | "path" | "model") {
+        return Err(StoreError::Invalid(format!("no filter on `{column}`")));
+    }
+    let conn = open_db(db)?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT DISTINCT {column} FROM audit WHERE {column} IS NOT NULL ORDER BY {column} LIMIT 500"
+    ))?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+}
+
+/// Deletes rows older than `before_ms`; gives how many.
+pub fn prune(db: &Path, before_ms: i64) -> Result<usize> {
+    let conn = open_db(db)?;
+    Ok(conn.execute("DELETE FROM audit WHERE at_ms < ?1", [before_ms])?)
 }
 
 #[cfg(test)]
@@ -191,5 +321,71 @@ mod tests {
         });
         let r = wait_for(&db, 2);
         assert_eq!(r[1].1.as_deref(), Some("kept"));
+    }
+
+    #[test]
+    fn rows_are_read_back_by_filter_and_pruned_by_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("a.db");
+        let log = AuditLog::start(&db, false).expect("start");
+        for (i, (token, path)) in [
+            ("alice", "/v1/completions"),
+            ("bob", "/v1/completions"),
+            ("alice", "/v1/chat/completions"),
+            ("root", "/admin/tokens"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            log.record(AuditRecord {
+                at_ms: 1000 * (i as i64 + 1),
+                token: Some(token.into()),
+                path: path.into(),
+                action: (token == "root").then(|| "create token x".into()),
+                ..AuditRecord::default()
+            });
+        }
+        assert!(log.flush(std::time::Duration::from_secs(5)));
+        let all = read_rows(&db, &AuditFilter::default(), 10).expect("read");
+        assert_eq!(all.len(), 4);
+        assert!(all[0].id > all[3].id, "newest first");
+        assert_eq!(all[0].action.as_deref(), Some("create token x"));
+        let alice = AuditFilter {
+            user: Some("alice".into()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(read_rows(&db, &alice, 10).expect("read").len(), 2);
+        let chat_of_alice = AuditFilter {
+            path: Some("/v1/chat/completions".into()),
+            ..alice.clone()
+        };
+        assert_eq!(read_rows(&db, &chat_of_alice, 10).expect("read").len(), 1);
+        let window = AuditFilter {
+            from_ms: Some(2000),
+            to_ms: Some(4000),
+            ..AuditFilter::default()
+        };
+        let rows = read_rows(&db, &window, 10).expect("read");
+        assert_eq!(
+            rows.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+            vec![3000, 2000]
+        );
+        let injected = AuditFilter {
+            user: Some("alice' OR '1'='1".into()),
+            ..AuditFilter::default()
+        };
+        assert!(read_rows(&db, &injected, 10).expect("read").is_empty());
+        assert_eq!(
+            distinct(&db, "token").expect("distinct"),
+            vec!["alice", "bob", "root"]
+        );
+        assert!(distinct(&db, "prompt").is_err());
+        assert_eq!(prune(&db, 2500).expect("prune"), 2);
+        assert_eq!(
+            read_rows(&db, &AuditFilter::default(), 10)
+                .expect("read")
+                .len(),
+            2
+        );
     }
 }

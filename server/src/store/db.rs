@@ -75,6 +75,11 @@ const MIGRATIONS: &[&str] = &[
     // 3: the SHA-256 of the model that answered (several models may share a name over
     // time: a reload can bring a new version under the old name).
     "ALTER TABLE audit ADD COLUMN model_sha256 TEXT;",
+    // 4: token expiry and last use (seconds since the epoch), and what an admin did
+    // (console actions: who is the row's token, what is this text).
+    "ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+     ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
+     ALTER TABLE audit ADD COLUMN action TEXT;",
 ];
 
 /// The schema version this release writes.

@@ -35,7 +35,8 @@ impl Role {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    /// The role's name (`user`, `admin`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
             Role::Admin => "admin",
@@ -76,7 +77,8 @@ impl RepoScope {
         }
     }
 
-    fn to_db(&self) -> String {
+    /// The scope as written (`*` or `a,b,c`).
+    pub fn to_db(&self) -> String {
         match self {
             RepoScope::All => "*".into(),
             RepoScope::Only(list) => list.join(","),
@@ -99,6 +101,17 @@ pub struct TokenRecord {
     pub created_at: i64,
     /// Revocation time, if revoked.
     pub revoked_at: Option<i64>,
+    /// When it stops working, if it expires (seconds since the epoch).
+    pub expires_at: Option<i64>,
+    /// When it was last used (recorded at most about once a minute).
+    pub last_used_at: Option<i64>,
+}
+
+impl TokenRecord {
+    /// Whether the token has expired at `now` (seconds since the epoch).
+    pub fn expired_at(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
 }
 
 /// The token table.
@@ -111,7 +124,8 @@ pub fn hash_token(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-fn now() -> i64 {
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -128,21 +142,44 @@ impl TokenStore {
 
     /// Creates a token and returns its secret (shown once, stored only as a hash).
     pub fn create(&self, name: &str, role: Role, repos: &RepoScope) -> Result<String> {
+        self.create_expiring(name, role, repos, None)
+    }
+
+    /// Creates a token that stops working at `expires_at` (seconds since the epoch),
+    /// or never; returns its secret.
+    pub fn create_expiring(
+        &self,
+        name: &str,
+        role: Role,
+        repos: &RepoScope,
+        expires_at: Option<i64>,
+    ) -> Result<String> {
         if name.trim().is_empty() {
             return Err(StoreError::Invalid("a token needs a non-empty name".into()));
+        }
+        if name.chars().any(|c| c.is_control()) || name.chars().count() > 64 {
+            return Err(StoreError::Invalid(
+                "a token name has at most 64 characters and no control characters".into(),
+            ));
+        }
+        if expires_at.is_some_and(|e| e <= now()) {
+            return Err(StoreError::Invalid(
+                "the expiry must be in the future".into(),
+            ));
         }
         let mut bytes = [0u8; 24];
         getrandom::fill(&mut bytes)
             .map_err(|e| StoreError::Invalid(format!("no randomness: {e}")))?;
         let secret = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
         let inserted = self.conn.execute(
-            "INSERT INTO tokens (name, hash, role, repos, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO tokens (name, hash, role, repos, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 name,
                 hash_token(&secret),
                 role.as_str(),
                 repos.to_db(),
-                now()
+                now(),
+                expires_at
             ],
         );
         match inserted {
@@ -188,12 +225,27 @@ impl TokenStore {
         Ok(())
     }
 
-    /// The active token with this hash, if any.
+    /// Records when tokens were last used (`(name, seconds since the epoch)`).
+    pub fn touch(&self, used: &[(String, i64)]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        for (name, at) in used {
+            tx.execute(
+                "UPDATE tokens SET last_used_at = ?1 WHERE name = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                params![at, name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The active (not revoked, not expired) token with this hash, if any.
     pub fn find_active(&self, hash: &str) -> Result<Option<TokenRecord>> {
         self.conn
             .query_row(
-                &format!("SELECT {COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"),
-                [hash],
+                &format!(
+                    "SELECT {COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)"
+                ),
+                params![hash, now()],
                 |r| RawRecord::read(r, 0),
             )
             .optional()?
@@ -204,9 +256,11 @@ impl TokenStore {
     /// Active tokens with their hashes, for the server's in-memory table.
     pub fn active(&self) -> Result<Vec<(String, TokenRecord)>> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT hash, {COLUMNS} FROM tokens WHERE revoked_at IS NULL"
+            "SELECT hash, {COLUMNS} FROM tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1)"
         ))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, RawRecord::read(r, 1)?)))?;
+        let rows = stmt.query_map([now()], |r| {
+            Ok((r.get::<_, String>(0)?, RawRecord::read(r, 1)?))
+        })?;
         rows.map(|row| {
             let (hash, raw) = row?;
             Ok((hash, raw.into_record()?))
@@ -216,7 +270,7 @@ impl TokenStore {
 }
 
 /// The columns [`RawRecord::read`] reads, in its order.
-const COLUMNS: &str = "id, name, role, repos, created_at, revoked_at";
+const COLUMNS: &str = "id, name, role, repos, created_at, revoked_at, expires_at, last_used_at";
 
 /// A token row as stored, before its role and scope are parsed.
 struct RawRecord {
@@ -226,6 +280,8 @@ struct RawRecord {
     repos: String,
     created_at: i64,
     revoked_at: Option<i64>,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
 }
 
 impl RawRecord {
@@ -238,6 +294,8 @@ impl RawRecord {
             repos: r.get(first + 3)?,
             created_at: r.get(first + 4)?,
             revoked_at: r.get(first + 5)?,
+            expires_at: r.get(first + 6)?,
+            last_used_at: r.get(first + 7)?,
         })
     }
 
@@ -249,6 +307,8 @@ impl RawRecord {
             repos: RepoScope::parse(&self.repos),
             created_at: self.created_at,
             revoked_at: self.revoked_at,
+            expires_at: self.expires_at,
+            last_used_at: self.last_used_at,
         })
     }
 }
@@ -288,5 +348,43 @@ mod tests {
         assert!(store.revoke("ci").is_err());
         assert!(store.revoke("nobody").is_err());
         assert_eq!(store.list().expect("list").len(), 1);
+
+        // Expiring tokens work until their time; use is recorded.
+        let soon = store
+            .create_expiring("temp", Role::User, &RepoScope::All, Some(now() + 3600))
+            .expect("create");
+        let found = store
+            .find_active(&hash_token(&soon))
+            .expect("find")
+            .expect("active");
+        assert_eq!(found.expires_at, Some(now() + 3600));
+        assert!(!found.expired_at(now()) && found.expired_at(now() + 3600));
+        assert!(
+            store
+                .create_expiring("past", Role::User, &RepoScope::All, Some(now() - 1))
+                .is_err()
+        );
+        store
+            .touch(&[("temp".into(), 1_800_000_000)])
+            .expect("touch");
+        store
+            .touch(&[("temp".into(), 1_700_000_000)])
+            .expect("touch");
+        let temp = store.list().expect("list").pop().expect("temp");
+        assert_eq!(temp.last_used_at, Some(1_800_000_000), "never goes back");
+        store
+            .conn
+            .execute(
+                "UPDATE tokens SET expires_at = ?1 WHERE name = 'temp'",
+                [now() - 5],
+            )
+            .expect("expire");
+        assert!(
+            store
+                .find_active(&hash_token(&soon))
+                .expect("find")
+                .is_none()
+        );
+        assert!(store.active().expect("active").is_empty());
     }
 }

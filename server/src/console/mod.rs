@@ -1,0 +1,168 @@
+//! The admins' web console at `/admin`: server-rendered pages (minijinja templates
+//! compiled into the binary, one stylesheet, no external assets), signed in with an
+//! admin token; a session cookie (`HttpOnly`, `SameSite=Strict`, idle and absolute
+//! expiry) and a CSRF token on every form. Every request is in the audit log like any
+//! other, and every change an admin makes carries its `action` there.
+//!
+//! - [`session`]: sessions, cookies, CSRF, the sign-in limit.
+//! - [`pages`]: sign-in and out, the overview, users and tokens.
+//! - [`audit_page`]: the audit log, filtered, paged and exported.
+//! - [`clock`]: UTC times for people.
+
+pub mod audit_page;
+pub mod clock;
+pub mod pages;
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use minijinja::Environment;
+
+pub use session::Sessions;
+
+use crate::state::AppState;
+use crate::store::tokens::{RepoScope, Role};
+use session::{COOKIE, Session, cookie_value, same_secret};
+
+/// The console's routes (mounted by [`crate::app::app`] when `console.enabled`).
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin", get(pages::overview))
+        .route("/admin/login", get(pages::login_page).post(pages::login))
+        .route("/admin/logout", post(pages::logout))
+        .route(
+            "/admin/tokens",
+            get(pages::tokens).post(pages::create_token),
+        )
+        .route("/admin/tokens/revoke", post(pages::revoke_token))
+        .route("/admin/audit", get(audit_page::audit))
+        .route("/admin/audit/export", get(audit_page::export))
+        .route("/admin/assets/console.css", get(stylesheet))
+}
+
+/// The templates, parsed once.
+fn templates() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        for (name, text) in [
+            ("base.html", include_str!("templates/base.html")),
+            ("login.html", include_str!("templates/login.html")),
+            ("overview.html", include_str!("templates/overview.html")),
+            ("tokens.html", include_str!("templates/tokens.html")),
+            ("audit.html", include_str!("templates/audit.html")),
+        ] {
+            if let Err(e) = env.add_template(name, text) {
+                tracing::error!(template = name, error = %e, "a console template does not parse");
+            }
+        }
+        env
+    })
+}
+
+/// A page: `template` rendered with `context` (HTML-escaped), or a plain error page.
+pub fn render(status: StatusCode, template: &str, context: minijinja::Value) -> Response {
+    let page = templates()
+        .get_template(template)
+        .and_then(|t| t.render(context));
+    match page {
+        Ok(html) => (
+            status,
+            [(header::CACHE_CONTROL, "no-store")],
+            [(header::X_FRAME_OPTIONS, "DENY")],
+            Html(html),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(template, error = %e, "a console page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered; the server's log has the details",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("assets/console.css"),
+    )
+        .into_response()
+}
+
+/// A signed-in admin (the extractor of every console page but sign-in); anyone else
+/// is sent to the sign-in page. In `--local` mode the console is open, as the API is.
+pub struct Signed(pub Session);
+
+impl FromRequestParts<Arc<AppState>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if !state.config.console.enabled {
+            return Err(StatusCode::NOT_FOUND.into_response());
+        }
+        if state.local {
+            return Ok(Signed(state.console.local_session()));
+        }
+        let cookie = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|h| cookie_value(h, COOKIE).map(str::to_string));
+        let console = &state.config.console;
+        let session = cookie.and_then(|c| {
+            state.console.find(
+                &c,
+                Duration::from_secs(console.session_idle_secs),
+                Duration::from_secs(console.session_max_secs),
+            )
+        });
+        match session {
+            // A revoked or expired token ends its sessions.
+            Some(s) if state.token_is_active(&s.token_hash) => Ok(Signed(s)),
+            _ => Err(Redirect::to("/admin/login").into_response()),
+        }
+    }
+}
+
+/// The refusal of a form whose CSRF token is not the session's, or `None` when it is.
+pub fn csrf_refusal(session: &Session, form: &HashMap<String, String>) -> Option<Response> {
+    match form.get("csrf") {
+        Some(sent) if same_secret(sent, &session.csrf) => None,
+        _ => Some((
+            StatusCode::FORBIDDEN,
+            Html("<p>This form was not sent from a page of this session (its CSRF token is missing or stale). Go back, reload the page and try again.</p>"),
+        )
+            .into_response()),
+    }
+}
+
+/// The admin role, for sessions that must have it.
+pub fn is_admin(session: &Session) -> bool {
+    session.role == Role::Admin
+}
+
+impl Sessions {
+    /// The session every `--local` request has: the local admin, with a CSRF token
+    /// made once per process (a web page elsewhere cannot post forms here).
+    pub fn local_session(&self) -> Session {
+        self.local_or_init(|| Session::local("local", Role::Admin, RepoScope::All))
+    }
+}
