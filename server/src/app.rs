@@ -117,6 +117,7 @@ pub fn serve(
         .build()
         .map_err(ServeError::system("start the async runtime"))?;
     let audit = state.audit.clone();
+    let state_for_exit = state.clone();
     let limits = &config.limits;
     let listen_limits = listen::ListenLimits {
         header_timeout: Duration::from_secs(limits.header_timeout_secs),
@@ -138,12 +139,18 @@ pub fn serve(
             .name("souffleur-refresh".into())
             .spawn(move || {
                 let mut pruned: Option<std::time::Instant> = None;
+                let mut tick: u64 = 0;
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
                     background.refresh(&refresh_store);
+                    tick += 1;
+                    if tick % 5 == 0 {
+                        background.usage.flush(&background.db_path);
+                    }
                     if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
                         pruned = Some(std::time::Instant::now());
                         prune_audit(&background);
+                        prune_usage(&background);
                     }
                     for entry in &background.model_set().entries {
                         entry.model.unload_if_idle();
@@ -167,6 +174,7 @@ pub fn serve(
     if !audit.flush(Duration::from_secs(5)) {
         tracing::error!("the audit log could not be flushed in time");
     }
+    state_for_exit.usage.flush(&state_for_exit.db_path);
     tracing::info!("stopped");
     Ok(())
 }
@@ -185,6 +193,18 @@ fn prune_audit(state: &AppState) {
         Ok(0) => {}
         Ok(n) => tracing::info!(rows = n, days, "deleted audit rows past their retention"),
         Err(e) => tracing::error!(error = %e, "cannot delete old audit rows"),
+    }
+}
+
+/// Deletes usage counts older than `console.usage_retention_days`.
+fn prune_usage(state: &AppState) {
+    let days = state.config.console.usage_retention_days;
+    let now_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64 / 60)
+        .unwrap_or(0);
+    if let Err(e) = crate::store::usage::prune(&state.db_path, now_minute - days as i64 * 1440) {
+        tracing::error!(error = %e, "cannot delete old usage counts");
     }
 }
 

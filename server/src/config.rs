@@ -86,6 +86,8 @@ pub struct ConsoleSection {
     /// Mark the session cookie `Secure` (set it when a TLS proxy fronts Souffleur; it is
     /// also set for requests that arrive with `X-Forwarded-Proto: https`).
     pub secure_cookies: bool,
+    /// Days of per-minute usage counts kept for the usage plots.
+    pub usage_retention_days: u64,
 }
 
 impl Default for ConsoleSection {
@@ -96,6 +98,7 @@ impl Default for ConsoleSection {
             session_max_secs: 12 * 3600,
             sign_in_attempts_per_minute: 5,
             secure_cookies: false,
+            usage_retention_days: 90,
         }
     }
 }

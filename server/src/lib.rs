@@ -10,6 +10,8 @@
 //! * [`store`] — `souffleur.db`: the schema and its migrations, tokens, the audit log.
 //! * [`models`] — the models served side by side, by name and role; reloads and idle
 //!   unloading.
+//! * [`console`] — the admins' web console at `/admin`; [`usage`] — per-minute usage
+//!   counts for its plots.
 //! * [`config`], [`metrics`], [`state`] (what every handler shares).
 //!
 //! The crate loads no model and parses no command line: the `souffleur` binary (`cli/`)
@@ -27,6 +29,7 @@ pub mod routes;
 pub mod state;
 pub mod store;
 pub mod upstream;
+pub mod usage;
 
 pub use app::{Resources, ServeError, app, serve};
 pub use config::Config;

@@ -64,6 +64,8 @@ pub struct AppState {
     pub db_path: std::path::PathBuf,
     /// The web console's sessions and sign-in limits.
     pub console: crate::console::Sessions,
+    /// Usage counts for the console's plots.
+    pub usage: crate::usage::Usage,
     /// Token uses not yet written to the database (name → seconds since the epoch).
     token_use: Mutex<HashMap<String, i64>>,
     /// When each token's use was last written.
@@ -184,6 +186,7 @@ impl AppState {
             token_misses: Mutex::new(MissBudget::default()),
             db_path: db.to_path_buf(),
             console: crate::console::Sessions::default(),
+            usage: crate::usage::Usage::default(),
             token_use: Mutex::new(HashMap::new()),
             token_use_written: Mutex::new(HashMap::new()),
             config,

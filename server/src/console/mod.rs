@@ -7,12 +7,14 @@
 //! - [`session`]: sessions, cookies, CSRF, the sign-in limit.
 //! - [`pages`]: sign-in and out, the overview, users and tokens.
 //! - [`audit_page`]: the audit log, filtered, paged and exported.
+//! - [`usage_page`]: usage plots and acceptance tables.
 //! - [`clock`]: UTC times for people.
 
 pub mod audit_page;
 pub mod clock;
 pub mod pages;
 pub mod session;
+pub mod usage_page;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -45,7 +47,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/tokens/revoke", post(pages::revoke_token))
         .route("/admin/audit", get(audit_page::audit))
         .route("/admin/audit/export", get(audit_page::export))
+        .route("/admin/usage", get(usage_page::usage))
         .route("/admin/assets/console.css", get(stylesheet))
+        .route("/admin/assets/uplot.js", get(uplot_script))
+        .route("/admin/assets/uplot.css", get(uplot_stylesheet))
+        .route("/admin/assets/usage.js", get(usage_script))
 }
 
 /// The templates, parsed once.
@@ -59,6 +65,7 @@ fn templates() -> &'static Environment<'static> {
             ("overview.html", include_str!("templates/overview.html")),
             ("tokens.html", include_str!("templates/tokens.html")),
             ("audit.html", include_str!("templates/audit.html")),
+            ("usage.html", include_str!("templates/usage.html")),
         ] {
             if let Err(e) = env.add_template(name, text) {
                 tracing::error!(template = name, error = %e, "a console template does not parse");
@@ -92,15 +99,45 @@ pub fn render(status: StatusCode, template: &str, context: minijinja::Value) -> 
     }
 }
 
-async fn stylesheet() -> Response {
+/// A file compiled into the binary, cached by browsers for an hour.
+fn asset(kind: &'static str, text: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, kind),
             (header::CACHE_CONTROL, "max-age=3600"),
         ],
-        include_str!("assets/console.css"),
+        text,
     )
         .into_response()
+}
+
+async fn stylesheet() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    )
+}
+
+/// uPlot 1.6.32 (MIT; `assets/uplot/`).
+async fn uplot_script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/uplot/uPlot.iife.min.js"),
+    )
+}
+
+async fn uplot_stylesheet() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("assets/uplot/uPlot.min.css"),
+    )
+}
+
+async fn usage_script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/usage.js"),
+    )
 }
 
 /// A signed-in admin (the extractor of every console page but sign-in); anyone else

@@ -40,6 +40,8 @@ pub struct AuditInfo {
     pub model_sha256: Option<String>,
     /// What an admin did, in words.
     pub action: Option<String>,
+    /// What the usage counts need to know of a completion.
+    pub usage: Option<crate::usage::UsageNote>,
 }
 
 /// The audit information of one request, shared by the middleware (which knows the
@@ -73,6 +75,7 @@ impl AuditSlot {
             info.model = from.model.or(info.model.take());
             info.model_sha256 = from.model_sha256.or(info.model_sha256.take());
             info.action = from.action.or(info.action.take());
+            info.usage = from.usage.or(info.usage.take());
         });
     }
 }
@@ -238,6 +241,22 @@ impl Drop for AuditOnEnd {
                 "finished"
             )
         });
+        let kind = match self.path.as_str() {
+            "/v1/completions" => Some("completion"),
+            "/v1/chat/completions" => Some("chat"),
+            "/v1/review" => Some("review"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.state.usage.request(
+                kind,
+                &info.usage.clone().unwrap_or_default(),
+                info.caller.as_deref().unwrap_or("-"),
+                self.status,
+                latency_ms as u64,
+                info.completion_tokens.unwrap_or(0).max(0) as u64,
+            );
+        }
         self.state.audit.record(AuditRecord {
             at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -85,8 +85,16 @@ pub async fn completions(
             .lease(ModelRole::Completion, req.model.as_deref(), &audit)
             .await?;
         let (input, debug) = tabby_input(&lease.model, req)?;
+        let note = crate::usage::UsageNote {
+            language: input.language.clone(),
+            mode: match crate::completion::postprocess::mode(&input.prefix, &input.suffix) {
+                crate::completion::postprocess::Mode::SingleLine => "single".into(),
+                crate::completion::postprocess::Mode::MultiLine => "multi".into(),
+            },
+            ..Default::default()
+        };
         let done = service::complete(&state, &caller, permit, lease, input).await?;
-        tabby_response(&state, done, &debug)
+        tabby_response(&state, done, &debug, note)
     } else if obj.contains_key("prompt") {
         openai::legacy_completions(state, &caller, permit, audit, value).await
     } else {
@@ -174,8 +182,14 @@ fn tabby_response(
     state: &AppState,
     done: Completion,
     debug: &DebugOptions,
+    note: crate::usage::UsageNote,
 ) -> Result<Response, ApiError> {
     let id = state.new_id("cmpl");
+    let note = crate::usage::UsageNote {
+        shown: done.text.is_some(),
+        completion_id: Some(id.clone()),
+        ..note
+    };
     let choices: Vec<Value> = done
         .text
         .iter()
@@ -206,6 +220,7 @@ fn tabby_response(
             done.prompt.prefix_text, done.prompt.suffix_text
         )),
         completion: done.text,
+        usage: Some(note),
         ..Default::default()
     });
     Ok(response)

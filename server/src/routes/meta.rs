@@ -55,7 +55,8 @@ pub async fn health(
 }
 
 /// `POST /v1/events`: Tabby's acceptance telemetry (`view`, `select`, `dismiss`).
-/// Only the event type is counted; code in the event is never stored.
+/// Only the event type is counted (and, for the console's usage plots, attributed to
+/// the completion its `completion_id` names); code in the event is never stored.
 pub async fn events(
     State(state): State<Arc<AppState>>,
     _caller: Caller,
@@ -70,6 +71,9 @@ pub async fn events(
         _ => "other",
     };
     state.metrics.event(kind);
+    if let Some(id) = value.get("completion_id").and_then(Value::as_str) {
+        state.usage.event(id, kind);
+    }
     Ok(StatusCode::OK)
 }
 

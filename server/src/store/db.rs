@@ -80,6 +80,23 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
      ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
      ALTER TABLE audit ADD COLUMN action TEXT;",
+    // 5: per-minute usage aggregates for the console (no prompts, no code).
+    "CREATE TABLE IF NOT EXISTS usage_minutes (
+         minute INTEGER NOT NULL,
+         kind TEXT NOT NULL,
+         language TEXT NOT NULL,
+         user TEXT NOT NULL,
+         mode TEXT NOT NULL,
+         requests INTEGER NOT NULL DEFAULT 0,
+         errors INTEGER NOT NULL DEFAULT 0,
+         shown INTEGER NOT NULL DEFAULT 0,
+         viewed INTEGER NOT NULL DEFAULT 0,
+         accepted INTEGER NOT NULL DEFAULT 0,
+         dismissed INTEGER NOT NULL DEFAULT 0,
+         tokens INTEGER NOT NULL DEFAULT 0,
+         latency TEXT NOT NULL DEFAULT '',
+         PRIMARY KEY (minute, kind, language, user, mode)
+     );",
 ];
 
 /// The schema version this release writes.
