@@ -144,7 +144,7 @@ pub fn serve(
                     std::thread::sleep(Duration::from_secs(1));
                     background.refresh(&refresh_store);
                     tick += 1;
-                    if tick % 5 == 0 {
+                    if tick.is_multiple_of(5) {
                         background.usage.flush(&background.db_path);
                     }
                     if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
