@@ -95,5 +95,10 @@ e2e_started=$SECONDS
 SKIP_BUILD=1 bash editors/vscode/e2e/run.sh --mode real
 echo "(VS Code end-to-end: $((SECONDS - e2e_started)) s)"
 
+echo "== end-to-end web console (headless Chromium, tests/console)"
+console_started=$SECONDS
+bash tests/console/run.sh
+echo "(console end-to-end: $((SECONDS - console_started)) s)"
+
 echo "== tests"
 cargo test --workspace

@@ -88,6 +88,9 @@ pub struct ConsoleSection {
     pub secure_cookies: bool,
     /// Days of per-minute usage counts kept for the usage plots.
     pub usage_retention_days: u64,
+    /// Directories under which the console may add git repositories to the index
+    /// (empty: the console adds none; `souffleur index add` still can).
+    pub repo_roots: Vec<PathBuf>,
 }
 
 impl Default for ConsoleSection {
@@ -99,6 +102,7 @@ impl Default for ConsoleSection {
             sign_in_attempts_per_minute: 5,
             secure_cookies: false,
             usage_retention_days: 90,
+            repo_roots: Vec::new(),
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct AppState {
     pub console: crate::console::Sessions,
     /// Usage counts for the console's plots.
     pub usage: crate::usage::Usage,
+    /// Repository syncs started from the console.
+    pub console_jobs: crate::console::repos_page::Jobs,
     /// Token uses not yet written to the database (name → seconds since the epoch).
     token_use: Mutex<HashMap<String, i64>>,
     /// When each token's use was last written.
@@ -187,6 +189,7 @@ impl AppState {
             db_path: db.to_path_buf(),
             console: crate::console::Sessions::default(),
             usage: crate::usage::Usage::default(),
+            console_jobs: crate::console::repos_page::Jobs::default(),
             token_use: Mutex::new(HashMap::new()),
             token_use_written: Mutex::new(HashMap::new()),
             config,
@@ -219,6 +222,11 @@ impl AppState {
             }
             Err(e) => tracing::error!(error = %e, "cannot read tokens"),
         }
+        self.reload_repos();
+    }
+
+    /// Reads the index's repositories again (after the CLI or the console changed them).
+    pub fn reload_repos(&self) {
         if let Some(index) = &self.index {
             let _ = index.reload();
             if let Ok(status) = index.status() {

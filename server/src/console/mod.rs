@@ -8,11 +8,13 @@
 //! - [`pages`]: sign-in and out, the overview, users and tokens.
 //! - [`audit_page`]: the audit log, filtered, paged and exported.
 //! - [`usage_page`]: usage plots and acceptance tables.
+//! - [`repos_page`]: the code index's repositories: add, sync, remove.
 //! - [`clock`]: UTC times for people.
 
 pub mod audit_page;
 pub mod clock;
 pub mod pages;
+pub mod repos_page;
 pub mod session;
 pub mod usage_page;
 
@@ -48,6 +50,12 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/audit", get(audit_page::audit))
         .route("/admin/audit/export", get(audit_page::export))
         .route("/admin/usage", get(usage_page::usage))
+        .route(
+            "/admin/repos",
+            get(repos_page::repos).post(repos_page::add_repo),
+        )
+        .route("/admin/repos/sync", post(repos_page::sync_repo))
+        .route("/admin/repos/remove", post(repos_page::remove_repo))
         .route("/admin/assets/console.css", get(stylesheet))
         .route("/admin/assets/uplot.js", get(uplot_script))
         .route("/admin/assets/uplot.css", get(uplot_stylesheet))
@@ -66,6 +74,7 @@ fn templates() -> &'static Environment<'static> {
             ("tokens.html", include_str!("templates/tokens.html")),
             ("audit.html", include_str!("templates/audit.html")),
             ("usage.html", include_str!("templates/usage.html")),
+            ("repos.html", include_str!("templates/repos.html")),
         ] {
             if let Err(e) = env.add_template(name, text) {
                 tracing::error!(template = name, error = %e, "a console template does not parse");

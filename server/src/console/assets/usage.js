@@ -23,10 +23,10 @@
     { label: "dismissed", stroke: "#b3261e", width: 1 },
   ], [data.shown, data.accepted, data.dismissed]);
   plot("plot-latency", [
-    { label: "single-line p50", stroke: "#2f5fb3", width: 2, spanGaps: true },
-    { label: "single-line p99", stroke: "#2f5fb3", dash: [6, 4], spanGaps: true },
-    { label: "multi-line p50", stroke: "#b36b00", width: 2, spanGaps: true },
-    { label: "multi-line p99", stroke: "#b36b00", dash: [6, 4], spanGaps: true },
+    { label: "single-line p50", stroke: "#2f5fb3", width: 2, spanGaps: true, points: { show: true, size: 6 } },
+    { label: "single-line p99", stroke: "#2f5fb3", dash: [6, 4], spanGaps: true, points: { show: true, size: 6 } },
+    { label: "multi-line p50", stroke: "#b36b00", width: 2, spanGaps: true, points: { show: true, size: 6 } },
+    { label: "multi-line p99", stroke: "#b36b00", dash: [6, 4], spanGaps: true, points: { show: true, size: 6 } },
   ], [data.single_p50, data.single_p99, data.multi_p50, data.multi_p99]);
   plot("plot-work", [
     { label: "tokens", stroke: "#5b6475", width: 2 },
