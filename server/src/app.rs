@@ -159,6 +159,7 @@ pub fn serve(
             })
             .map_err(ServeError::system("start the refresh thread"))?;
         reload_on_hangup(state.clone()).map_err(ServeError::system("watch SIGHUP"))?;
+        crate::console::personal::check_directory(state.clone());
         check_backends(state.clone());
         tracing::info!(models = ?ids, address = %bound, local = state.local, "serving");
         ready(bound, ids);

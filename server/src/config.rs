@@ -69,6 +69,8 @@ pub struct Config {
     pub log: LogSection,
     /// The web console at `/admin`.
     pub console: ConsoleSection,
+    /// `[auth]`: directory sign-in.
+    pub auth: crate::directory::AuthSection,
 }
 
 /// `[console]`: the admins' web console at `/admin`.
@@ -705,6 +707,9 @@ impl Config {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
+        if let Some(ldap) = &self.auth.ldap {
+            ldap.validate().map_err(ConfigError::Invalid)?;
+        }
         let positive = [
             ("limits.max_body_bytes", self.limits.max_body_bytes),
             ("limits.max_prompt_tokens", self.limits.max_prompt_tokens),

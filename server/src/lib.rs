@@ -11,7 +11,7 @@
 //! * [`models`] — the models served side by side, by name and role; reloads and idle
 //!   unloading.
 //! * [`console`] — the admins' web console at `/admin`; [`usage`] — per-minute usage
-//!   counts for its plots.
+//!   counts for its plots; [`directory`] — sign-in with the company directory (LDAP).
 //! * [`config`], [`metrics`], [`state`] (what every handler shares).
 //!
 //! The crate loads no model and parses no command line: the `souffleur` binary (`cli/`)
@@ -21,6 +21,7 @@ pub mod app;
 pub mod completion;
 pub mod config;
 pub mod console;
+pub mod directory;
 pub mod error;
 pub mod http;
 pub mod metrics;

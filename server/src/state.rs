@@ -68,6 +68,8 @@ pub struct AppState {
     pub usage: crate::usage::Usage,
     /// Repository syncs started from the console.
     pub console_jobs: crate::console::repos_page::Jobs,
+    /// The company directory (`[auth.ldap]`), when configured.
+    pub directory: Option<Arc<crate::directory::Directory>>,
     /// Token uses not yet written to the database (name → seconds since the epoch).
     token_use: Mutex<HashMap<String, i64>>,
     /// When each token's use was last written.
@@ -161,6 +163,13 @@ impl AppState {
         db: &std::path::Path,
     ) -> Result<Self, ServeError> {
         let token_db = TokenStore::open(db)?;
+        let directory = match &config.auth.ldap {
+            Some(section) => Some(Arc::new(
+                crate::directory::Directory::new(section)
+                    .map_err(|e| ServeError::Config(crate::config::ConfigError::Invalid(e)))?,
+            )),
+            None => None,
+        };
         let audit = AuditLog::start(db, config.audit.store_code)?;
         Ok(Self {
             models: RwLock::new(Arc::new(models)),
@@ -190,6 +199,7 @@ impl AppState {
             console: crate::console::Sessions::default(),
             usage: crate::usage::Usage::default(),
             console_jobs: crate::console::repos_page::Jobs::default(),
+            directory,
             token_use: Mutex::new(HashMap::new()),
             token_use_written: Mutex::new(HashMap::new()),
             config,

@@ -83,7 +83,7 @@ pub async fn audit(
         return StatusCode::FORBIDDEN.into_response();
     }
     let base = context! {
-        user => session.user, csrf => session.csrf, page => "audit", title => "Audit log",
+        admin => true, user => session.user, csrf => session.csrf, page => "audit", title => "Audit log",
         stores_code => state.audit.stores_code(),
         retention_days => state.config.audit.retention_days,
     };

@@ -6,6 +6,7 @@
 //!
 //! - [`session`]: sessions, cookies, CSRF, the sign-in limit.
 //! - [`pages`]: sign-in and out, the overview, users and tokens.
+//! - [`personal`]: a directory user's own tokens.
 //! - [`audit_page`]: the audit log, filtered, paged and exported.
 //! - [`usage_page`]: usage plots and acceptance tables.
 //! - [`repos_page`]: the code index's repositories: add, sync, remove.
@@ -14,6 +15,7 @@
 pub mod audit_page;
 pub mod clock;
 pub mod pages;
+pub mod personal;
 pub mod repos_page;
 pub mod session;
 pub mod usage_page;
@@ -47,6 +49,8 @@ pub fn router() -> Router<Arc<AppState>> {
             get(pages::tokens).post(pages::create_token),
         )
         .route("/admin/tokens/revoke", post(pages::revoke_token))
+        .route("/admin/me", get(personal::mine).post(personal::create))
+        .route("/admin/me/revoke", post(personal::revoke))
         .route("/admin/audit", get(audit_page::audit))
         .route("/admin/audit/export", get(audit_page::export))
         .route("/admin/usage", get(usage_page::usage))
@@ -75,6 +79,7 @@ fn templates() -> &'static Environment<'static> {
             ("audit.html", include_str!("templates/audit.html")),
             ("usage.html", include_str!("templates/usage.html")),
             ("repos.html", include_str!("templates/repos.html")),
+            ("personal.html", include_str!("templates/personal.html")),
         ] {
             if let Err(e) = env.add_template(name, text) {
                 tracing::error!(template = name, error = %e, "a console template does not parse");
@@ -181,8 +186,9 @@ impl FromRequestParts<Arc<AppState>> for Signed {
             )
         });
         match session {
-            // A revoked or expired token ends its sessions.
-            Some(s) if state.token_is_active(&s.token_hash) => Ok(Signed(s)),
+            // A revoked or expired token ends its sessions; directory sessions end when
+            // the directory check no longer finds their user.
+            Some(s) if s.directory || state.token_is_active(&s.token_hash) => Ok(Signed(s)),
             _ => Err(Redirect::to("/admin/login").into_response()),
         }
     }

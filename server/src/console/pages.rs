@@ -19,13 +19,14 @@ use crate::http::observe::AuditSlot;
 use crate::state::AppState;
 use crate::store::tokens::{RepoScope, Role, hash_token};
 
-/// What every page's layout needs.
-fn layout(session: &Session, page: &str, title: &str) -> minijinja::Value {
+/// What every page's layout needs (the navigation shows admins every page).
+pub fn layout(session: &Session, page: &str, title: &str) -> minijinja::Value {
     context! {
         user => session.user,
         csrf => session.csrf,
         page => page,
         title => title,
+        admin => is_admin(session),
     }
 }
 
@@ -48,7 +49,7 @@ pub async fn login_page(State(state): State<Arc<AppState>>) -> Response {
     render(
         StatusCode::OK,
         "login.html",
-        context! { title => "Sign in" },
+        context! { title => "Sign in", directory => state.directory.is_some() },
     )
 }
 
@@ -71,7 +72,7 @@ pub async fn login(
         render(
             status,
             "login.html",
-            context! { title => "Sign in", error => why },
+            context! { title => "Sign in", error => why, directory => state.directory.is_some() },
         )
     };
     if !state
@@ -82,6 +83,14 @@ pub async fn login(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed sign-ins from this address; wait a minute.",
         );
+    }
+    if let Some(username) = form
+        .get("username")
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+    {
+        let password = form.get("password").cloned().unwrap_or_default();
+        return directory_sign_in(&state, peer, &audit, &headers, username, &password).await;
     }
     let secret = form.get("token").map(|t| t.trim()).unwrap_or("");
     let mut bearer = HeaderMap::new();
@@ -119,6 +128,12 @@ pub async fn login(
         a.caller = Some(caller.name.clone());
         a.action = Some("sign in".into());
     });
+    signed_in(&state, &headers, &id, "/admin")
+}
+
+/// The answer to a sign-in: the session cookie and a redirect to `to`.
+fn signed_in(state: &AppState, headers: &HeaderMap, id: &str, to: &str) -> Response {
+    let console = &state.config.console;
     let secure = console.secure_cookies
         || headers
             .get("x-forwarded-proto")
@@ -128,11 +143,80 @@ pub async fn login(
         console.session_max_secs,
         if secure { "; Secure" } else { "" }
     );
-    let mut response = Redirect::to("/admin").into_response();
+    let mut response = Redirect::to(to).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
+}
+
+/// A sign-in with directory credentials: admins go to the overview, developers to
+/// their own tokens. A user the directory no longer finds (or whose groups no longer
+/// map to a role) loses their personal tokens here, as at the periodic check.
+async fn directory_sign_in(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    audit: &AuditSlot,
+    headers: &HeaderMap,
+    username: &str,
+    password: &str,
+) -> Response {
+    use crate::directory::DirectoryError;
+    let refused = |status: StatusCode, why: String| {
+        render(
+            status,
+            "login.html",
+            context! { title => "Sign in", error => why, directory => state.directory.is_some() },
+        )
+    };
+    let Some(directory) = state.directory.clone() else {
+        return refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "This server has no directory sign-in; sign in with a token.".into(),
+        );
+    };
+    let answer = directory.sign_in(username, password).await;
+    let user = match answer {
+        Ok(user) => user,
+        Err(e @ DirectoryError::Unavailable(_)) => {
+            tracing::error!(error = %e, "directory sign-in failed");
+            return refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
+        Err(e) => {
+            state.console.failed(peer.ip());
+            if matches!(e, DirectoryError::NotFound | DirectoryError::NoGroup(_)) {
+                crate::console::personal::end_user(state, username, "at sign-in").await;
+            }
+            audit.update(|a| {
+                a.caller = Some(username.to_string());
+                a.action = Some(format!("directory sign-in refused: {e}"));
+            });
+            let status = match e {
+                DirectoryError::NoGroup(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            return refused(status, e.to_string());
+        }
+    };
+    let Some(id) = state
+        .console
+        .open(&user.username, user.role, user.repos.clone(), "")
+    else {
+        return refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No session could be opened.".into(),
+        );
+    };
+    audit.update(|a| {
+        a.caller = Some(user.username.clone());
+        a.action = Some(format!("sign in (directory: {})", user.groups.join("; ")));
+    });
+    let to = if user.role == Role::Admin {
+        "/admin"
+    } else {
+        "/admin/me"
+    };
+    signed_in(state, headers, &id, to)
 }
 
 /// `POST /admin/logout`
@@ -187,7 +271,7 @@ fn duration_text(secs: u64) -> String {
 /// `GET /admin`: version, uptime, requests, queue, models, index, audit settings.
 pub async fn overview(State(state): State<Arc<AppState>>, Signed(session): Signed) -> Response {
     if !is_admin(&session) {
-        return StatusCode::FORBIDDEN.into_response();
+        return Redirect::to("/admin/me").into_response();
     }
     let set = state.model_set();
     let (mut waiting, mut active) = (0, 0);

@@ -217,7 +217,7 @@ async fn repos_page(
         .await
         .unwrap_or_else(|_| Err("the index task failed".into()));
     let base = context! {
-        user => session.user, csrf => session.csrf, page => "repos", title => "Repositories",
+        admin => true, user => session.user, csrf => session.csrf, page => "repos", title => "Repositories",
         has_index => state.index.is_some(),
         roots => state.config.console.repo_roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
     };

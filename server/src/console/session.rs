@@ -24,8 +24,11 @@ pub struct Session {
     pub role: Role,
     /// Repositories they may see.
     pub repos: RepoScope,
-    /// The hash of the token they signed in with: the session ends when it is revoked.
+    /// The hash of the token they signed in with: the session ends when it is revoked
+    /// (empty for directory sign-ins).
     pub token_hash: String,
+    /// Signed in with the directory (ended when the directory no longer finds them).
+    pub directory: bool,
     /// The form token every change must carry.
     pub csrf: String,
     created: Instant,
@@ -41,6 +44,7 @@ impl Session {
             role,
             repos,
             token_hash: String::new(),
+            directory: false,
             csrf: random_hex().unwrap_or_default(),
             created: now,
             last_seen: now,
@@ -68,7 +72,8 @@ fn key(cookie: &str) -> String {
 }
 
 impl Sessions {
-    /// Opens a session; gives the cookie's value (shown to nobody else).
+    /// Opens a session; gives the cookie's value (shown to nobody else). An empty
+    /// `token_hash` is a directory sign-in.
     pub fn open(
         &self,
         user: &str,
@@ -83,6 +88,7 @@ impl Sessions {
             role,
             repos,
             token_hash: token_hash.to_string(),
+            directory: token_hash.is_empty(),
             csrf: random_hex()?,
             created: now,
             last_seen: now,
@@ -105,6 +111,31 @@ impl Sessions {
     /// The one session of a `--local` server, made by `init` on first use.
     pub fn local_or_init(&self, init: impl FnOnce() -> Session) -> Session {
         self.local.get_or_init(init).clone()
+    }
+
+    /// Ends every directory session of `user`; gives how many.
+    pub fn close_user(&self, user: &str) -> usize {
+        let Ok(mut open) = self.open.lock() else {
+            return 0;
+        };
+        let before = open.len();
+        open.retain(|_, s| !(s.directory && s.user == user));
+        before - open.len()
+    }
+
+    /// The users with open directory sessions.
+    pub fn directory_users(&self) -> Vec<String> {
+        let Ok(open) = self.open.lock() else {
+            return Vec::new();
+        };
+        let mut users: Vec<String> = open
+            .values()
+            .filter(|s| s.directory)
+            .map(|s| s.user.clone())
+            .collect();
+        users.sort();
+        users.dedup();
+        users
     }
 
     /// Ends the session of `cookie`.

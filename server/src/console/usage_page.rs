@@ -185,7 +185,7 @@ pub async fn usage(
         StatusCode::OK,
         "usage.html",
         context! {
-            user => session.user, csrf => session.csrf, page => "usage", title => "Usage",
+            admin => true, user => session.user, csrf => session.csrf, page => "usage", title => "Usage",
             range => range, ranges => RANGES.iter().map(|r| r.0).collect::<Vec<_>>(),
             totals => data["totals"].clone(), by_day => data["by_day"].clone(),
             by_language => data["by_language"].clone(), by_user => data["by_user"].clone(),

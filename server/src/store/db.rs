@@ -97,6 +97,8 @@ const MIGRATIONS: &[&str] = &[
          latency TEXT NOT NULL DEFAULT '',
          PRIMARY KEY (minute, kind, language, user, mode)
      );",
+    // 6: the directory user a personal token belongs to (revoked with them).
+    "ALTER TABLE tokens ADD COLUMN owner TEXT;",
 ];
 
 /// The schema version this release writes.

@@ -105,6 +105,8 @@ pub struct TokenRecord {
     pub expires_at: Option<i64>,
     /// When it was last used (recorded at most about once a minute).
     pub last_used_at: Option<i64>,
+    /// The directory user whose personal token it is.
+    pub owner: Option<String>,
 }
 
 impl TokenRecord {
@@ -154,6 +156,19 @@ impl TokenStore {
         repos: &RepoScope,
         expires_at: Option<i64>,
     ) -> Result<String> {
+        self.create_owned(name, role, repos, expires_at, None)
+    }
+
+    /// Creates a token, the personal token of directory user `owner` if given (revoked
+    /// with [`TokenStore::revoke_owned`]); returns its secret.
+    pub fn create_owned(
+        &self,
+        name: &str,
+        role: Role,
+        repos: &RepoScope,
+        expires_at: Option<i64>,
+        owner: Option<&str>,
+    ) -> Result<String> {
         if name.trim().is_empty() {
             return Err(StoreError::Invalid("a token needs a non-empty name".into()));
         }
@@ -172,14 +187,15 @@ impl TokenStore {
             .map_err(|e| StoreError::Invalid(format!("no randomness: {e}")))?;
         let secret = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
         let inserted = self.conn.execute(
-            "INSERT INTO tokens (name, hash, role, repos, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO tokens (name, hash, role, repos, created_at, expires_at, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 name,
                 hash_token(&secret),
                 role.as_str(),
                 repos.to_db(),
                 now(),
-                expires_at
+                expires_at,
+                owner
             ],
         );
         match inserted {
@@ -223,6 +239,30 @@ impl TokenStore {
             }));
         }
         Ok(())
+    }
+
+    /// Revokes every active token of directory user `owner`; gives their names.
+    pub fn revoke_owned(&self, owner: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM tokens WHERE owner = ?1 AND revoked_at IS NULL")?;
+        let names = stmt
+            .query_map([owner], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        self.conn.execute(
+            "UPDATE tokens SET revoked_at = ?1 WHERE owner = ?2 AND revoked_at IS NULL",
+            params![now(), owner],
+        )?;
+        Ok(names)
+    }
+
+    /// The directory users with active tokens.
+    pub fn owners(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT owner FROM tokens WHERE owner IS NOT NULL AND revoked_at IS NULL ORDER BY owner",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Records when tokens were last used (`(name, seconds since the epoch)`).
@@ -270,7 +310,8 @@ impl TokenStore {
 }
 
 /// The columns [`RawRecord::read`] reads, in its order.
-const COLUMNS: &str = "id, name, role, repos, created_at, revoked_at, expires_at, last_used_at";
+const COLUMNS: &str =
+    "id, name, role, repos, created_at, revoked_at, expires_at, last_used_at, owner";
 
 /// A token row as stored, before its role and scope are parsed.
 struct RawRecord {
@@ -282,6 +323,7 @@ struct RawRecord {
     revoked_at: Option<i64>,
     expires_at: Option<i64>,
     last_used_at: Option<i64>,
+    owner: Option<String>,
 }
 
 impl RawRecord {
@@ -296,6 +338,7 @@ impl RawRecord {
             revoked_at: r.get(first + 5)?,
             expires_at: r.get(first + 6)?,
             last_used_at: r.get(first + 7)?,
+            owner: r.get(first + 8)?,
         })
     }
 
@@ -309,6 +352,7 @@ impl RawRecord {
             revoked_at: self.revoked_at,
             expires_at: self.expires_at,
             last_used_at: self.last_used_at,
+            owner: self.owner,
         })
     }
 }
