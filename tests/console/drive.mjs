@@ -183,6 +183,19 @@ try {
   await page.waitForSelector('.notice:has-text("ledger was removed")');
   check(!(await page.textContent('#repos')).includes('ledger'), 'the removed repository is gone');
   ok('sync it again (up to date) and remove it');
+  await page.fill('#repo-path', `file://${ledger}`);
+  await page.fill('#repo-name', 'ledger-mirror');
+  await page.click('#add-repo');
+  await page.waitForSelector('tr[data-name="ledger-mirror"] .phase:text("done")', { timeout: 60000 });
+  check((await page.textContent('tr[data-name="ledger-mirror"]')).includes('clones/ledger-mirror.git'), 'cloned as a mirror');
+  check((await page.textContent('tr[data-name="ledger-mirror"] .state')).trim() === 'synced', 'the clone is synced');
+  ok('add a repository by its git URL: cloned, then synced');
+  fs.writeFileSync(path.join(ledger, 'audit.py'), 'def audited(entry):\n    return entry.checked\n');
+  execFileSync('git', ['-C', ledger, 'add', '.'], { stdio: 'ignore' });
+  execFileSync('git', ['-C', ledger, '-c', 'user.name=t', '-c', 'user.email=t@example.com', 'commit', '-q', '-m', 'audit'], { stdio: 'ignore' });
+  await page.click('tr[data-name="ledger-mirror"] button:text("Sync now")');
+  await page.waitForSelector('tr[data-name="ledger-mirror"] .job:has-text("1 files processed")', { timeout: 60000 });
+  ok('sync now fetches the new commit from the remote first');
 
   // Audit log: filter by user, export.
   await page.click('nav a[href="/admin/audit"]');

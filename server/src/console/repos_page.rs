@@ -4,8 +4,12 @@
 //! writer lock (the CLI's `souffleur index` waits for the same lock); the page follows
 //! their progress.
 //!
+//! A repository is given by its path on the server or by a git URL reachable from it.
 //! A path from the form is untrusted: it must resolve (symbolic links followed) inside
 //! one of `console.repo_roots`, and without any configured the console adds nothing.
+//! A URL (`https://`, `ssh://`, `git://`, `user@host:path`, or `file://` under the
+//! roots) is cloned with the server's `git` (its credentials and proxies apply) as a
+//! mirror under `<home>/clones/`, and fetched again before each sync.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +94,96 @@ pub fn inside_roots(path: &Path, roots: &[PathBuf]) -> Result<PathBuf, String> {
     Ok(real)
 }
 
+/// Where the console's clones live: `clones/` beside the index directory.
+fn clone_dir(state: &AppState) -> Option<PathBuf> {
+    state
+        .index
+        .as_ref()
+        .map(|i| i.dir().with_file_name("clones"))
+}
+
+/// Whether `text` is a git URL rather than a path.
+fn is_url(text: &str) -> bool {
+    text.contains("://") || (!text.starts_with('/') && text.contains('@') && text.contains(':'))
+}
+
+/// Checks a git URL from the form: known transports only (no `ext::`, no options),
+/// and `file://` only inside the roots.
+pub fn checked_url(url: &str, roots: &[PathBuf]) -> Result<String, String> {
+    if url.starts_with('-') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("that is not a git URL".into());
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        inside_roots(Path::new(path), roots)?;
+        return Ok(url.to_string());
+    }
+    let scp_like = !url.contains("://") && url.contains('@') && url.contains(':');
+    let known = ["https://", "http://", "ssh://", "git://"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if known || scp_like {
+        Ok(url.to_string())
+    } else {
+        Err(
+            "a git URL starts with https://, ssh://, git:// or file://, or is user@host:path"
+                .into(),
+        )
+    }
+}
+
+/// Runs the server's `git` with `args`; its error output on failure.
+fn git(args: &[&str], cwd: Option<&Path>) -> Result<(), String> {
+    let mut cmd = std::process::Command::new("git");
+    cmd.args(args)
+        // Never ask for a password on a terminal that is not there, and only the
+        // transports checked above.
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", "https:http:ssh:git:file")
+        .stdin(std::process::Stdio::null());
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("git could not run: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!(
+            "git {}: {}",
+            args.first().unwrap_or(&""),
+            err.trim()
+        ))
+    }
+}
+
+/// Mirrors `url` into the clones directory under `name`; gives the clone's path.
+fn clone_mirror(state: &AppState, url: &str, name: &str) -> Result<PathBuf, String> {
+    indexer::manifest::validate_repo_name(name).map_err(|e| e.to_string())?;
+    let dir = clone_dir(state).ok_or("this server has no code index")?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let target = dir.join(format!("{name}.git"));
+    if target.exists() {
+        return Err(format!(
+            "a clone named {name} exists already; remove the repository first"
+        ));
+    }
+    let path = target.to_string_lossy().to_string();
+    git(&["clone", "--mirror", "--quiet", "--", url, &path], None)?;
+    Ok(target)
+}
+
+/// The name a URL's repository gets by default: its last path part without `.git`.
+fn name_of_url(url: &str) -> String {
+    url.trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or("repo")
+        .trim_end_matches(".git")
+        .to_string()
+}
+
 /// Runs `work` with the index's writer (one job at a time), then reads the
 /// repositories again.
 fn with_writer<T>(
@@ -128,6 +222,18 @@ fn start_sync(state: Arc<AppState>, repo: String) {
         let jobs = &state.console_jobs;
         let result = with_writer(&state, |indexer| {
             jobs.update(&repo, |j| j.phase = "syncing");
+            // A clone the console made is brought up to date with its remote first.
+            let path = indexer
+                .index()
+                .status()
+                .ok()
+                .and_then(|s| s.repos.into_iter().find(|r| r.record.name == repo))
+                .map(|r| r.record.path);
+            if let (Some(path), Some(clones)) = (path, clone_dir(&state))
+                && path.starts_with(&clones)
+            {
+                git(&["remote", "update", "--prune"], Some(&path))?;
+            }
             let progress = |e: &ProgressEvent| match e {
                 ProgressEvent::Started { to_process, .. } => {
                     jobs.update(&repo, |j| j.total = *to_process)
@@ -266,12 +372,19 @@ pub async fn add_repo(
             state,
             session,
             StatusCode::UNPROCESSABLE_ENTITY,
-            context! { error => "Give the repository's path." },
+            context! { error => "Give the repository's path or git URL." },
         )
         .await;
     };
-    let real = match inside_roots(Path::new(&path), &state.config.console.repo_roots) {
-        Ok(p) => p,
+    let roots = state.config.console.repo_roots.clone();
+    let from_url = is_url(&path);
+    let source = if from_url {
+        checked_url(&path, &roots)
+    } else {
+        inside_roots(Path::new(&path), &roots).map(|p| p.display().to_string())
+    };
+    let source = match source {
+        Ok(s) => s,
         Err(e) => {
             return repos_page(
                 state,
@@ -282,17 +395,31 @@ pub async fn add_repo(
             .await;
         }
     };
-    let spec = RepoSpec {
-        path: real.clone(),
-        name: field("name"),
-        git_ref: field("ref"),
-        working_tree: false,
-    };
+    let name = field("name");
+    let git_ref = field("ref");
     let worker = state.clone();
+    let from = source.clone();
     let added = tokio::task::spawn_blocking(move || {
-        with_writer(&worker, |indexer| {
+        let path = if from_url {
+            let name = name.clone().unwrap_or_else(|| name_of_url(&from));
+            clone_mirror(&worker, &from, &name)?
+        } else {
+            PathBuf::from(&from)
+        };
+        let spec = RepoSpec {
+            path: path.clone(),
+            name,
+            git_ref,
+            working_tree: false,
+        };
+        let added = with_writer(&worker, |indexer| {
             indexer.add_repo(spec).map_err(|e| e.to_string())
-        })
+        });
+        if added.is_err() && from_url {
+            // The clone is not kept for a repository that was not added.
+            let _ = std::fs::remove_dir_all(&path);
+        }
+        added
     })
     .await
     .unwrap_or_else(|_| Err("the index task failed".into()));
@@ -302,9 +429,7 @@ pub async fn add_repo(
                 a.caller = Some(session.user.clone());
                 a.action = Some(format!(
                     "add repository {} ({}, {})",
-                    record.name,
-                    real.display(),
-                    record.git_ref
+                    record.name, source, record.git_ref
                 ));
             });
             start_sync(state.clone(), record.name.clone());
@@ -381,8 +506,22 @@ pub async fn remove_repo(
     let worker = state.clone();
     let n = name.clone();
     let removed = tokio::task::spawn_blocking(move || {
+        let clones = clone_dir(&worker);
         with_writer(&worker, |indexer| {
-            indexer.remove_repo(&n).map_err(|e| e.to_string())
+            let path = indexer
+                .index()
+                .status()
+                .ok()
+                .and_then(|s| s.repos.into_iter().find(|r| r.record.name == n))
+                .map(|r| r.record.path);
+            indexer.remove_repo(&n).map_err(|e| e.to_string())?;
+            // A clone the console made goes with its repository.
+            if let (Some(path), Some(clones)) = (path, clones)
+                && path.starts_with(&clones)
+            {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            Ok(())
         })
     })
     .await
