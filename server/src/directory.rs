@@ -33,6 +33,9 @@ pub struct LdapSection {
     /// Upgrade an `ldap://` connection with StartTLS.
     #[serde(default)]
     pub starttls: bool,
+    /// PEM file of the CA(s) that signed the directory's certificate (default: the
+    /// system's certificate store).
+    pub ca_file: Option<PathBuf>,
     /// The service account that searches users and groups.
     pub bind_dn: String,
     /// An environment variable holding its password.
@@ -157,10 +160,43 @@ pub struct DirectoryUser {
 }
 
 /// The directory of `[auth.ldap]`.
-#[derive(Debug)]
 pub struct Directory {
     section: LdapSection,
     password: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("Directory")
+            .field("url", &self.section.url)
+            .finish()
+    }
+}
+
+/// A TLS configuration trusting the CA certificates in the PEM file `path`.
+fn tls_trusting(path: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read auth.ldap.ca_file {}: {e}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .map_err(|e| format!("auth.ldap.ca_file {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(&rustls::Certificate(cert))
+            .map_err(|e| format!("auth.ldap.ca_file {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "auth.ldap.ca_file {} holds no certificate",
+            path.display()
+        ));
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_safe_defaults()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl Directory {
@@ -186,9 +222,14 @@ impl Directory {
                 );
             }
         };
+        let tls = match &section.ca_file {
+            Some(path) => Some(std::sync::Arc::new(tls_trusting(path)?)),
+            None => None,
+        };
         Ok(Self {
             section: section.clone(),
             password,
+            tls,
         })
     }
 
@@ -198,9 +239,12 @@ impl Directory {
     }
 
     async fn connect(&self) -> Result<ldap3::Ldap, DirectoryError> {
-        let settings = LdapConnSettings::new()
+        let mut settings = LdapConnSettings::new()
             .set_conn_timeout(Duration::from_secs(self.section.timeout_secs))
             .set_starttls(self.section.starttls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.section.url)
             .await
             .map_err(|e| DirectoryError::Unavailable(e.to_string()))?;

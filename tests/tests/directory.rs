@@ -9,6 +9,9 @@
 //! - A directory admin gets the admin console.
 //! - Disabling the developer in the directory revokes their token and ends their session
 //!   within the check interval.
+//! - The directory is reached over LDAPS with a private CA (`ca_file`), and over plain
+//!   LDAP upgraded with StartTLS; a directory whose certificate the CA did not sign is
+//!   refused.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,11 +23,90 @@ const SUFFIX: &str = "dc=example,dc=org";
 const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
 const ROOT_PW: &str = "admin-secret";
 
-/// A throwaway slapd (killed when dropped).
+/// A throwaway slapd (killed when dropped): plain LDAP (with StartTLS) on `port`,
+/// LDAPS on `tls_port`, its certificate signed by the CA in `ca`.
 struct Slapd {
     child: Child,
     port: u16,
+    tls_port: u16,
+    ca: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// Makes a CA and a certificate for 127.0.0.1 signed by it with `openssl`; gives the
+/// paths of the CA, the certificate and its key.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Souffleur test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }
 
 impl Drop for Slapd {
@@ -78,14 +160,19 @@ impl Slapd {
         let db = dir.path().join("db");
         std::fs::create_dir_all(&db).expect("db dir");
         let conf = dir.path().join("slapd.conf");
+        let (ca, cert, key) = certificates(dir.path());
         std::fs::write(
             &conf,
             format!(
                 "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
 include /etc/ldap/schema/inetorgperson.schema\ninclude /etc/ldap/schema/nis.schema\n\
 modulepath /usr/lib/ldap\nmoduleload back_mdb\npidfile {}/slapd.pid\n\
+TLSCACertificateFile {}\nTLSCertificateFile {}\nTLSCertificateKeyFile {}\n\
 database mdb\nmaxsize 16777216\nsuffix \"{SUFFIX}\"\nrootdn \"{ROOT_DN}\"\nrootpw {ROOT_PW}\ndirectory {}\n",
                 dir.path().display(),
+                ca.display(),
+                cert.display(),
+                key.display(),
                 db.display()
             ),
         )
@@ -116,26 +203,32 @@ dn: ou=groups,{SUFFIX}\nobjectClass: organizationalUnit\nou: groups\n\n{}{}{}{}{
             "slapadd: {}",
             String::from_utf8_lossy(&added.stderr)
         );
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
+        let (port, tls_port) = (free_port(), free_port());
         let child = Command::new(tool("slapd"))
             .arg("-f")
             .arg(&conf)
-            .args(["-h", &format!("ldap://127.0.0.1:{port}/"), "-d", "0"])
+            .args([
+                "-h",
+                &format!("ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"),
+                "-d",
+                "0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("slapd");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+        {
             assert!(Instant::now() < deadline, "slapd did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         Slapd {
             child,
             port,
+            tls_port,
+            ca,
             _dir: dir,
         }
     }
@@ -237,13 +330,14 @@ fn directory_users_sign_in_get_personal_tokens_and_lose_them_when_disabled() {
     std::fs::write(
         home.join("config.toml"),
         format!(
-            "[console]\nsign_in_attempts_per_minute = 30\n\n[auth.ldap]\nurl = \"ldap://127.0.0.1:{}\"\nbind_dn = \"{ROOT_DN}\"\nbind_password_file = \"{}\"\n\
+            "[console]\nsign_in_attempts_per_minute = 30\n\n[auth.ldap]\nurl = \"ldaps://127.0.0.1:{}\"\nca_file = \"{}\"\nbind_dn = \"{ROOT_DN}\"\nbind_password_file = \"{}\"\n\
 user_base = \"ou=people,{SUFFIX}\"\n\
 user_filter = \"(&(objectClass=inetOrgPerson)(uid={{username}})(!(employeeType=disabled)))\"\n\
 group_base = \"ou=groups,{SUFFIX}\"\ncheck_interval_secs = 1\n\n\
 [[auth.ldap.groups]]\ngroup = \"cn=developers,ou=groups,{SUFFIX}\"\nrole = \"user\"\nrepos = \"web,api\"\n\n\
 [[auth.ldap.groups]]\ngroup = \"cn=souffleur-admins,ou=groups,{SUFFIX}\"\nrole = \"admin\"\n",
-            ldap.port,
+            ldap.tls_port,
+            ldap.ca.display(),
             password_file.display()
         ),
     )
@@ -339,4 +433,44 @@ group_base = \"ou=groups,{SUFFIX}\"\ncheck_interval_secs = 1\n\n\
         body.contains("alice is no longer enabled in the directory"),
         "{body}"
     );
+}
+
+#[test]
+fn starttls_is_used_and_an_unknown_certificate_is_refused() {
+    let ldap = Slapd::start();
+    let (dir, home) = temp_home();
+    let password_file = dir.path().join("ldap-password");
+    std::fs::write(&password_file, ROOT_PW).expect("password file");
+    let other_ca = certificates(dir.path()).0;
+    let config = |ca: &Path| {
+        format!(
+            "[auth.ldap]\nurl = \"ldap://127.0.0.1:{}\"\nstarttls = true\nca_file = \"{}\"\nbind_dn = \"{ROOT_DN}\"\n\
+bind_password_file = \"{}\"\nuser_base = \"ou=people,{SUFFIX}\"\nuser_filter = \"(uid={{username}})\"\n\
+group_base = \"ou=groups,{SUFFIX}\"\n\n[[auth.ldap.groups]]\ngroup = \"cn=souffleur-admins,ou=groups,{SUFFIX}\"\nrole = \"admin\"\n",
+            ldap.port,
+            ca.display(),
+            password_file.display()
+        )
+    };
+    std::fs::write(home.join("config.toml"), config(&ldap.ca)).expect("config");
+    let server = launch(&home, &[]);
+    let sign_in = |server: &e2e::Launched| {
+        post(
+            &format!("{}/admin/login", server.url),
+            None,
+            &[("username", "bob"), ("password", "bob-pw")],
+        )
+    };
+    let (s, location, cookie, _) = sign_in(&server);
+    assert_eq!((s, location.as_str()), (303, "/admin"));
+    assert!(!cookie.is_empty());
+    drop(server);
+
+    // A CA that did not sign the directory's certificate: no sign-in, a clear error.
+    std::fs::write(home.join("config.toml"), config(&other_ca)).expect("config");
+    let server = launch(&home, &[]);
+    let (s, _, cookie, body) = sign_in(&server);
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("directory is unavailable"), "{body}");
+    assert!(cookie.is_empty());
 }
