@@ -188,7 +188,13 @@ impl FromRequestParts<Arc<AppState>> for Signed {
         match session {
             // A revoked or expired token ends its sessions; directory sessions end when
             // the directory check no longer finds their user.
-            Some(s) if s.directory || state.token_is_active(&s.token_hash) => Ok(Signed(s)),
+            Some(s) if s.directory || state.token_is_active(&s.token_hash) => {
+                // Who looked at a page (the audit log itself, too) is in its row.
+                if let Some(slot) = parts.extensions.get::<crate::http::observe::AuditSlot>() {
+                    slot.update(|a| a.caller = Some(s.user.clone()));
+                }
+                Ok(Signed(s))
+            }
             _ => Err(Redirect::to("/admin/login").into_response()),
         }
     }
@@ -204,6 +210,23 @@ pub fn csrf_refusal(session: &Session, form: &HashMap<String, String>) -> Option
         )
             .into_response()),
     }
+}
+
+/// The refusal of an admin's form: its CSRF token is not the session's, or the
+/// session is not an admin's; `None` when it may go on.
+pub fn admin_form_refusal(session: &Session, form: &HashMap<String, String>) -> Option<Response> {
+    csrf_refusal(session, form)
+        .or_else(|| (!is_admin(session)).then(|| StatusCode::FORBIDDEN.into_response()))
+}
+
+/// Runs `work` (SQLite, the index, git) on a blocking thread; a task that died is an
+/// error like the others.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| Err("the server's task failed".into()))
 }
 
 /// The admin role, for sessions that must have it.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::clock::utc_minutes;
 use super::session::{COOKIE, Session};
-use super::{Signed, csrf_refusal, is_admin, render};
+use super::{Signed, admin_form_refusal, blocking, csrf_refusal, is_admin, render};
 use crate::http::observe::AuditSlot;
 use crate::state::AppState;
 use crate::store::tokens::{RepoScope, Role, hash_token};
@@ -360,9 +360,7 @@ async fn tokens_page(
     extra: minijinja::Value,
 ) -> Response {
     let worker = state.clone();
-    let rows = tokio::task::spawn_blocking(move || token_rows(&worker))
-        .await
-        .unwrap_or_else(|_| Err("the token task failed".into()));
+    let rows = blocking(move || token_rows(&worker)).await;
     let ctx = layout(&session, "tokens", "Users and tokens");
     match rows {
         Ok(tokens) => render(
@@ -393,11 +391,8 @@ pub async fn create_token(
     Extension(audit): Extension<AuditSlot>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) = csrf_refusal(&session, &form) {
+    if let Some(refused) = admin_form_refusal(&session, &form) {
         return refused;
-    }
-    if !is_admin(&session) {
-        return StatusCode::FORBIDDEN.into_response();
     }
     let field = |k: &str| {
         form.get(k)
@@ -436,7 +431,7 @@ pub async fn create_token(
     };
     let worker = state.clone();
     let (n, r) = (name.clone(), repos.clone());
-    let created = tokio::task::spawn_blocking(move || {
+    let created = blocking(move || {
         worker
             .token_db
             .lock()
@@ -444,8 +439,7 @@ pub async fn create_token(
             .create_expiring(&n, role, &r, expires_at)
             .map_err(|e| e.to_string())
     })
-    .await
-    .unwrap_or_else(|_| Err("the token task failed".into()));
+    .await;
     match created {
         Ok(secret) => {
             let expiry = expires_at
@@ -487,16 +481,13 @@ pub async fn revoke_token(
     Extension(audit): Extension<AuditSlot>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) = csrf_refusal(&session, &form) {
+    if let Some(refused) = admin_form_refusal(&session, &form) {
         return refused;
-    }
-    if !is_admin(&session) {
-        return StatusCode::FORBIDDEN.into_response();
     }
     let name = form.get("name").cloned().unwrap_or_default();
     let worker = state.clone();
     let n = name.clone();
-    let revoked = tokio::task::spawn_blocking(move || {
+    let revoked = blocking(move || {
         let store = worker
             .token_db
             .lock()
@@ -506,8 +497,7 @@ pub async fn revoke_token(
         worker.refresh(&store);
         Ok::<_, String>(())
     })
-    .await
-    .unwrap_or_else(|_| Err("the token task failed".into()));
+    .await;
     match revoked {
         Ok(()) => {
             audit_action(&audit, &session, format!("revoke token {name}"));

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::clock::utc_minutes;
 use super::pages::layout;
 use super::session::Session;
-use super::{Signed, csrf_refusal, render};
+use super::{Signed, blocking, csrf_refusal, render};
 use crate::http::observe::AuditSlot;
 use crate::state::AppState;
 use crate::store::audit::AuditRecord;
@@ -61,9 +61,7 @@ async fn page(
 ) -> Response {
     let worker = state.clone();
     let owner = session.user.clone();
-    let tokens = tokio::task::spawn_blocking(move || own_tokens(&worker, &owner))
-        .await
-        .unwrap_or_else(|_| Err("the token task failed".into()));
+    let tokens = blocking(move || own_tokens(&worker, &owner)).await;
     let base = context! {
         ..layout(&session, "me", "My tokens"),
         ..context! {
@@ -148,7 +146,7 @@ pub async fn create(
         session.repos.clone(),
         session.user.clone(),
     );
-    let created = tokio::task::spawn_blocking(move || {
+    let created = blocking(move || {
         worker
             .token_db
             .lock()
@@ -156,8 +154,7 @@ pub async fn create(
             .create_owned(&n, role, &repos, expires_at, Some(&owner))
             .map_err(|e| e.to_string())
     })
-    .await
-    .unwrap_or_else(|_| Err("the token task failed".into()));
+    .await;
     match created {
         Ok(secret) => {
             audit.update(|a| {
@@ -201,7 +198,7 @@ pub async fn revoke(
     let name = form.get("name").cloned().unwrap_or_default();
     let worker = state.clone();
     let (n, owner) = (name.clone(), session.user.clone());
-    let revoked = tokio::task::spawn_blocking(move || {
+    let revoked = blocking(move || {
         let store = worker
             .token_db
             .lock()
@@ -218,8 +215,7 @@ pub async fn revoke(
         worker.refresh(&store);
         Ok(())
     })
-    .await
-    .unwrap_or_else(|_| Err("the token task failed".into()));
+    .await;
     match revoked {
         Ok(()) => {
             audit.update(|a| {
@@ -251,7 +247,7 @@ pub async fn revoke(
 pub async fn end_user(state: &Arc<AppState>, username: &str, when: &str) {
     let worker = state.clone();
     let user = username.to_string();
-    let revoked = tokio::task::spawn_blocking(move || {
+    let revoked = blocking(move || {
         let store = worker
             .token_db
             .lock()
@@ -260,8 +256,7 @@ pub async fn end_user(state: &Arc<AppState>, username: &str, when: &str) {
         worker.refresh(&store);
         Ok::<_, String>(names)
     })
-    .await
-    .unwrap_or_else(|_| Err("the token task failed".into()));
+    .await;
     let sessions = state.console.close_user(username);
     match revoked {
         Ok(names) if names.is_empty() && sessions == 0 => {}
@@ -303,16 +298,19 @@ pub fn check_directory(state: Arc<AppState>) {
         loop {
             tokio::time::sleep(directory.check_interval()).await;
             let worker = state.clone();
-            let mut users = tokio::task::spawn_blocking(move || {
+            let mut users = blocking(move || {
                 worker
                     .token_db
                     .lock()
-                    .ok()
-                    .and_then(|s| s.owners().ok())
-                    .unwrap_or_default()
+                    .map_err(|_| "the token table is unavailable".to_string())?
+                    .owners()
+                    .map_err(|e| e.to_string())
             })
             .await
-            .unwrap_or_default();
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot list directory users' tokens");
+                Vec::new()
+            });
             users.extend(state.console.directory_users());
             users.sort();
             users.dedup();

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::clock::utc_minutes;
 use super::session::Session;
-use super::{Signed, csrf_refusal, is_admin, render};
+use super::{Signed, admin_form_refusal, blocking, is_admin, render};
 use crate::http::observe::AuditSlot;
 use crate::state::AppState;
 
@@ -319,9 +319,7 @@ async fn repos_page(
     extra: minijinja::Value,
 ) -> Response {
     let worker = state.clone();
-    let listed = tokio::task::spawn_blocking(move || repo_rows(&worker))
-        .await
-        .unwrap_or_else(|_| Err("the index task failed".into()));
+    let listed = blocking(move || repo_rows(&worker)).await;
     let base = context! {
         admin => true, user => session.user, csrf => session.csrf, page => "repos", title => "Repositories",
         has_index => state.index.is_some(),
@@ -356,11 +354,8 @@ pub async fn add_repo(
     Extension(audit): Extension<AuditSlot>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) = csrf_refusal(&session, &form) {
+    if let Some(refused) = admin_form_refusal(&session, &form) {
         return refused;
-    }
-    if !is_admin(&session) {
-        return StatusCode::FORBIDDEN.into_response();
     }
     let field = |k: &str| {
         form.get(k)
@@ -399,7 +394,7 @@ pub async fn add_repo(
     let git_ref = field("ref");
     let worker = state.clone();
     let from = source.clone();
-    let added = tokio::task::spawn_blocking(move || {
+    let added = blocking(move || {
         let path = if from_url {
             let name = name.clone().unwrap_or_else(|| name_of_url(&from));
             clone_mirror(&worker, &from, &name)?
@@ -421,8 +416,7 @@ pub async fn add_repo(
         }
         added
     })
-    .await
-    .unwrap_or_else(|_| Err("the index task failed".into()));
+    .await;
     match added {
         Ok(record) => {
             audit.update(|a| {
@@ -454,11 +448,8 @@ pub async fn sync_repo(
     Extension(audit): Extension<AuditSlot>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) = csrf_refusal(&session, &form) {
+    if let Some(refused) = admin_form_refusal(&session, &form) {
         return refused;
-    }
-    if !is_admin(&session) {
-        return StatusCode::FORBIDDEN.into_response();
     }
     let name = form.get("name").cloned().unwrap_or_default();
     let known = state
@@ -496,16 +487,13 @@ pub async fn remove_repo(
     Extension(audit): Extension<AuditSlot>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refused) = csrf_refusal(&session, &form) {
+    if let Some(refused) = admin_form_refusal(&session, &form) {
         return refused;
-    }
-    if !is_admin(&session) {
-        return StatusCode::FORBIDDEN.into_response();
     }
     let name = form.get("name").cloned().unwrap_or_default();
     let worker = state.clone();
     let n = name.clone();
-    let removed = tokio::task::spawn_blocking(move || {
+    let removed = blocking(move || {
         let clones = clone_dir(&worker);
         with_writer(&worker, |indexer| {
             let path = indexer
@@ -524,8 +512,7 @@ pub async fn remove_repo(
             Ok(())
         })
     })
-    .await
-    .unwrap_or_else(|_| Err("the index task failed".into()));
+    .await;
     match removed {
         Ok(()) => {
             audit.update(|a| {
