@@ -143,6 +143,7 @@ pub fn serve(
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
                     background.refresh(&refresh_store);
+                    background.metrics.sample();
                     tick += 1;
                     if tick.is_multiple_of(5) {
                         background.usage.flush(&background.db_path);

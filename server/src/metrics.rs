@@ -42,7 +42,12 @@ pub struct Totals {
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// (when, requests so far), sampled about once a second for the request rate.
+    samples: Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
 }
+
+/// How far back the request rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 impl Metrics {
     /// Counts a finished request of `route` with `status` that took `elapsed`.
@@ -74,6 +79,34 @@ impl Metrics {
                 }
                 t
             })
+    }
+
+    /// Records the request count now (the server's refresh thread calls it every
+    /// second), for [`Metrics::requests_per_minute`].
+    pub fn sample(&self) {
+        let total = self.totals().requests;
+        self.sample_at(std::time::Instant::now(), total);
+    }
+
+    fn sample_at(&self, at: std::time::Instant, total: u64) {
+        if let Ok(mut s) = self.samples.lock() {
+            s.push_back((at, total));
+            while s
+                .front()
+                .is_some_and(|(t, _)| at.duration_since(*t) > RATE_WINDOW)
+            {
+                s.pop_front();
+            }
+        }
+    }
+
+    /// Requests per minute over the last minute (or as long as samples go back);
+    /// `None` before two samples a second apart exist.
+    pub fn requests_per_minute(&self) -> Option<f64> {
+        let s = self.samples.lock().ok()?;
+        let (first, last) = (s.front()?, s.back()?);
+        let secs = last.0.duration_since(first.0).as_secs_f64();
+        (secs >= 1.0).then(|| (last.1 - first.1) as f64 * 60.0 / secs)
     }
 
     /// Counts a telemetry event (`view`, `select`, `dismiss`, …).
@@ -257,6 +290,19 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_rate_is_over_the_last_minute() {
+        let m = Metrics::default();
+        assert_eq!(m.requests_per_minute(), None);
+        let t0 = std::time::Instant::now();
+        m.sample_at(t0, 100);
+        m.sample_at(t0 + Duration::from_secs(30), 130);
+        assert_eq!(m.requests_per_minute(), Some(60.0));
+        // Samples older than a minute drop out.
+        m.sample_at(t0 + Duration::from_secs(90), 130);
+        assert_eq!(m.requests_per_minute(), Some(0.0));
+    }
 
     #[test]
     fn histogram_is_cumulative_and_text_is_prometheus() {

@@ -212,6 +212,7 @@ fn an_admin_runs_tokens_and_reads_the_audit_log_in_the_console() {
     let page = c.get("/admin");
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("<h1>Overview</h1>") && page.body.contains("SmolLM2"));
+    assert!(page.body.contains("id=\"per-minute\""), "the request rate");
     assert!(page.body.contains("stores no code") && page.body.contains("30 days"));
 
     // A form without its CSRF token changes nothing.

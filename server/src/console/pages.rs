@@ -308,6 +308,7 @@ pub async fn overview(State(state): State<Arc<AppState>>, Signed(session): Signe
             version => env!("CARGO_PKG_VERSION"),
             uptime => duration_text(state.started.elapsed().as_secs()),
             requests => totals.requests,
+            per_minute => state.metrics.requests_per_minute().map(|r| format!("{r:.1}")).unwrap_or_else(|| "—".into()),
             server_errors => totals.server_errors,
             waiting => waiting,
             active => active,
