@@ -201,11 +201,8 @@ fn prune_audit(state: &AppState) {
 /// Deletes usage counts older than `console.usage_retention_days`.
 fn prune_usage(state: &AppState) {
     let days = state.config.console.usage_retention_days;
-    let now_minute = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64 / 60)
-        .unwrap_or(0);
-    if let Err(e) = crate::store::usage::prune(&state.db_path, now_minute - days as i64 * 1440) {
+    let before = crate::usage::minute_now() - days as i64 * 1440;
+    if let Err(e) = crate::store::usage::prune(&state.db_path, before) {
         tracing::error!(error = %e, "cannot delete old usage counts");
     }
 }

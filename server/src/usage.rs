@@ -35,7 +35,7 @@ pub struct Usage {
 }
 
 /// Minutes since the epoch now.
-fn minute_now() -> i64 {
+pub fn minute_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64 / 60)

@@ -323,7 +323,9 @@ pub async fn overview(State(state): State<Arc<AppState>>, Signed(session): Signe
 }
 
 /// The tokens as the page lists them.
-fn token_rows(state: &AppState) -> Result<Vec<Value>, String> {
+/// The tokens as the tokens pages list them, newest first: all of them, or those of
+/// directory user `owner`.
+pub fn token_rows(state: &AppState, owner: Option<&str>) -> Result<Vec<Value>, String> {
     let now = crate::store::tokens::now();
     let list = state
         .token_db
@@ -334,6 +336,7 @@ fn token_rows(state: &AppState) -> Result<Vec<Value>, String> {
     Ok(list
         .into_iter()
         .rev()
+        .filter(|t| owner.is_none_or(|o| t.owner.as_deref() == Some(o)))
         .map(|t| {
             let state = match (t.revoked_at, t.expired_at(now)) {
                 (Some(_), _) => "revoked",
@@ -353,6 +356,18 @@ fn token_rows(state: &AppState) -> Result<Vec<Value>, String> {
         .collect())
 }
 
+/// A token form's `expires_days` as an expiry time: empty is never, else 1 to 3650
+/// days from now.
+pub fn expiry_of(days: &str) -> Result<Option<i64>, &'static str> {
+    match days.trim() {
+        "" => Ok(None),
+        d => match d.parse::<i64>() {
+            Ok(n) if (1..=3650).contains(&n) => Ok(Some(crate::store::tokens::now() + n * 86_400)),
+            _ => Err("The expiry is a number of days from 1 to 3650, or empty for never."),
+        },
+    }
+}
+
 /// The tokens page, with a notice, an error or a new token's secret.
 async fn tokens_page(
     state: Arc<AppState>,
@@ -361,7 +376,7 @@ async fn tokens_page(
     extra: minijinja::Value,
 ) -> Response {
     let worker = state.clone();
-    let rows = blocking(move || token_rows(&worker)).await;
+    let rows = blocking(move || token_rows(&worker, None)).await;
     let ctx = layout(&session, "tokens", "Users and tokens");
     match rows {
         Ok(tokens) => render(
@@ -414,21 +429,17 @@ pub async fn create_token(
             .await;
         }
     };
-    let days = field("expires_days");
-    let expires_at = match days.as_str() {
-        "" => None,
-        d => match d.parse::<i64>() {
-            Ok(n) if (1..=3650).contains(&n) => Some(crate::store::tokens::now() + n * 86_400),
-            _ => {
-                return tokens_page(
-                    state,
-                    session,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    context! { error => "The expiry is a number of days from 1 to 3650, or empty for never." },
-                )
-                .await;
-            }
-        },
+    let expires_at = match expiry_of(&field("expires_days")) {
+        Ok(e) => e,
+        Err(e) => {
+            return tokens_page(
+                state,
+                session,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                context! { error => e },
+            )
+            .await;
+        }
     };
     let worker = state.clone();
     let (n, r) = (name.clone(), repos.clone());

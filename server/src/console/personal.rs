@@ -13,45 +13,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::context;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::clock::utc_minutes;
-use super::pages::layout;
+use super::pages::{expiry_of, layout, token_rows};
 use super::session::Session;
 use super::{Signed, blocking, csrf_refusal, render};
 use crate::http::observe::AuditSlot;
 use crate::state::AppState;
 use crate::store::audit::AuditRecord;
-
-/// The tokens of `owner` as the page lists them.
-fn own_tokens(state: &AppState, owner: &str) -> Result<Vec<Value>, String> {
-    let now = crate::store::tokens::now();
-    let list = state
-        .token_db
-        .lock()
-        .map_err(|_| "the token table is unavailable".to_string())?
-        .list()
-        .map_err(|e| e.to_string())?;
-    Ok(list
-        .into_iter()
-        .rev()
-        .filter(|t| t.owner.as_deref() == Some(owner))
-        .map(|t| {
-            let state = match (t.revoked_at, t.expired_at(now)) {
-                (Some(_), _) => "revoked",
-                (None, true) => "expired",
-                (None, false) => "active",
-            };
-            json!({
-                "name": t.name,
-                "created": utc_minutes(t.created_at),
-                "expires": t.expires_at.map(utc_minutes),
-                "last_used": t.last_used_at.map(utc_minutes),
-                "state": state,
-            })
-        })
-        .collect())
-}
 
 async fn page(
     state: Arc<AppState>,
@@ -61,7 +30,7 @@ async fn page(
 ) -> Response {
     let worker = state.clone();
     let owner = session.user.clone();
-    let tokens = blocking(move || own_tokens(&worker, &owner)).await;
+    let tokens = blocking(move || token_rows(&worker, Some(&owner))).await;
     let base = context! {
         ..layout(&session, "me", "My tokens"),
         ..context! {
@@ -123,20 +92,17 @@ pub async fn create(
         )
         .await;
     }
-    let expires_at = match form.get("expires_days").map(|d| d.trim()).unwrap_or("") {
-        "" => None,
-        d => match d.parse::<i64>() {
-            Ok(n) if (1..=3650).contains(&n) => Some(crate::store::tokens::now() + n * 86_400),
-            _ => {
-                return page(
-                    state,
-                    session,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    context! { error => "The expiry is a number of days from 1 to 3650, or empty for never." },
-                )
-                .await;
-            }
-        },
+    let expires_at = match expiry_of(form.get("expires_days").map(String::as_str).unwrap_or("")) {
+        Ok(e) => e,
+        Err(e) => {
+            return page(
+                state,
+                session,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                context! { error => e },
+            )
+            .await;
+        }
     };
     let name = format!("{}-{label}", session.user);
     let worker = state.clone();

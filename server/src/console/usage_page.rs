@@ -157,10 +157,7 @@ pub async fn usage(
     };
     // What is counted in memory goes to the table first, so the page is current.
     let worker = state.clone();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64 / 60)
-        .unwrap_or(0);
+    let now = crate::usage::minute_now();
     let end = now - now.rem_euclid(step) + step - 1;
     let start = end + 1 - minutes;
     let rows = tokio::task::spawn_blocking(move || {
