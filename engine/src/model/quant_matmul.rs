@@ -37,6 +37,7 @@ use crate::error::{EngineError, Result};
 mod avx512;
 mod eight_rows;
 mod kquants;
+pub mod reference;
 #[cfg(target_arch = "x86_64")]
 use avx512::ActPair;
 /// Placeholder off x86-64, where no kernel uses activation pairs.
