@@ -19,6 +19,8 @@ fn main() {
         .std("c++17")
         .opt_level(2)
         .warnings(true)
+        // `#pragma unroll` is for nvcc.
+        .flag_if_supported("-Wno-unknown-pragmas")
         .file("cuda/host.cpp")
         .file("cuda/emulator.cpp")
         .compile("sf_emulated");

@@ -144,6 +144,14 @@ impl KvCache {
         Some(f(keys, values, self.capacity))
     }
 
+    /// The whole storage of `layer`'s keys and values (each `[kv_heads, capacity,
+    /// head_dim]`, on the cache's device) with the capacity; `None` when the layer is
+    /// not allocated.
+    pub fn layer_storage(&self, layer: usize) -> Option<(&Tensor, &Tensor, usize)> {
+        let (k, v) = self.layers.get(layer)?;
+        Some((k, v, self.capacity))
+    }
+
     /// Commits `t` positions written by [`KvCache::append`] in every layer.
     pub fn advance(&mut self, t: usize) {
         self.len = (self.len + t).min(self.capacity);

@@ -22,10 +22,12 @@
 pub mod chat;
 pub mod checksum;
 pub mod constraint;
+pub mod device;
 pub mod error;
 pub mod fim;
 pub mod footprint;
 pub mod generation;
+pub mod kernel_checks;
 pub mod kv_cache;
 pub mod model;
 mod prefix_cache;

@@ -28,28 +28,36 @@ extern "C" __global__ void sf_decode_attention(const float* q, const float* keys
     const float* k = keys + (size_t)kv * capacity * hd;
     const float* v = values + (size_t)kv * capacity * hd;
     float qv[SF_MAX_HEAD_DIM / SF_WARP], acc[SF_MAX_HEAD_DIM / SF_WARP];
-    for (int i = 0; i < per_lane; i++) {
-        qv[i] = query[lane + SF_WARP * i];
+    // Loops run to the constant bound (guarded) so the arrays stay in registers.
+#pragma unroll
+    for (int i = 0; i < SF_MAX_HEAD_DIM / SF_WARP; i++) {
+        qv[i] = i < per_lane ? query[lane + SF_WARP * i] : 0.0f;
         acc[i] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
     for (int t = warp; t < len; t += SF_ATTN_WARPS) {
         const float* kt = k + (size_t)t * hd;
         float dot = 0.0f;
-        for (int i = 0; i < per_lane; i++) dot += qv[i] * kt[lane + SF_WARP * i];
+#pragma unroll
+        for (int i = 0; i < SF_MAX_HEAD_DIM / SF_WARP; i++)
+            if (i < per_lane) dot += qv[i] * kt[lane + SF_WARP * i];
         float score = sf_warp_sum(dot) * scale;
         float m_new = fmaxf(m, score);
         float corr = expf(m - m_new), p = expf(score - m_new);
         l = l * corr + p;
         const float* vt = v + (size_t)t * hd;
-        for (int i = 0; i < per_lane; i++) acc[i] = acc[i] * corr + p * vt[lane + SF_WARP * i];
+#pragma unroll
+        for (int i = 0; i < SF_MAX_HEAD_DIM / SF_WARP; i++)
+            if (i < per_lane) acc[i] = acc[i] * corr + p * vt[lane + SF_WARP * i];
         m = m_new;
     }
     if (lane == 0) {
         part_m[warp] = m;
         part_l[warp] = l;
     }
-    for (int i = 0; i < per_lane; i++) part_acc[warp][lane + SF_WARP * i] = acc[i];
+#pragma unroll
+    for (int i = 0; i < SF_MAX_HEAD_DIM / SF_WARP; i++)
+        if (i < per_lane) part_acc[warp][lane + SF_WARP * i] = acc[i];
     __syncthreads();
     float top = -INFINITY;
     for (int w = 0; w < SF_ATTN_WARPS; w++) top = fmaxf(top, part_m[w]);

@@ -471,3 +471,159 @@ impl CudaKernels {
         Ok(())
     }
 }
+
+/// The GPU as [`crate::HostKernels`]: inputs uploaded, results downloaded, the stream
+/// synchronised around each call (for checks, not for serving).
+impl crate::HostKernels for CudaKernels {
+    fn describe(&self) -> String {
+        format!("{} ({} PTX)", self.device_name, self.arch)
+    }
+
+    fn quantize(&self, x: &[f32]) -> Result<crate::QuantizedActs> {
+        let blocks = x.len() / 32;
+        if x.len() % 32 != 0 {
+            return Err(KernelError::Shape(format!(
+                "quantize: {} values are not whole blocks of 32",
+                x.len()
+            )));
+        }
+        let xd = self.stream.clone_htod(x)?;
+        let mut acts = DeviceActs::new(&self.stream, blocks)?;
+        self.quantize(&xd.as_view(), blocks, &mut acts)?;
+        let mut q = self.stream.clone_dtoh(&acts.q)?;
+        let mut d = self.stream.clone_dtoh(&acts.d)?;
+        let mut s = self.stream.clone_dtoh(&acts.s)?;
+        q.truncate(blocks * 32);
+        d.truncate(blocks);
+        s.truncate(blocks);
+        Ok(crate::QuantizedActs { q, d, s })
+    }
+
+    fn gemv(&self, shape: GemvShape, weight: &[u8], x: &[f32]) -> Result<Vec<f32>> {
+        shape.check(weight.len(), x.len())?;
+        let w = self.stream.clone_htod(weight)?;
+        let xd = self.stream.clone_htod(x)?;
+        let mut acts = DeviceActs::new(&self.stream, shape.act_blocks())?;
+        let mut y = self
+            .stream
+            .alloc_zeros::<f32>((shape.rows * shape.out_features).max(1))?;
+        self.gemv(
+            shape,
+            &w.as_view(),
+            &xd.as_view(),
+            &mut acts,
+            &mut y.as_view_mut(),
+        )?;
+        let mut out = self.stream.clone_dtoh(&y)?;
+        out.truncate(shape.rows * shape.out_features);
+        Ok(out)
+    }
+
+    fn block_sums(&self, shape: GemvShape, weight: &[u8], q: &[i8]) -> Result<Vec<[i32; 2]>> {
+        let one = GemvShape { rows: 1, ..shape };
+        one.check(weight.len(), q.len())?;
+        let n = one.out_features * one.in_features / 32;
+        let w = self.stream.clone_htod(weight)?;
+        let mut acts = DeviceActs::new(&self.stream, one.act_blocks())?;
+        self.stream.memcpy_htod(q, &mut acts.q)?;
+        let mut sums = self.stream.alloc_zeros::<i32>((2 * n).max(1))?;
+        self.block_sums(one, &w.as_view(), &acts, &mut sums.as_view_mut())?;
+        let flat = self.stream.clone_dtoh(&sums)?;
+        Ok(flat[..2 * n]
+            .chunks_exact(2)
+            .map(|p| [p[0], p[1]])
+            .collect())
+    }
+
+    fn decode_attention(
+        &self,
+        shape: AttentionShape,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+    ) -> Result<Vec<f32>> {
+        shape.check(q.len(), keys.len().min(values.len()))?;
+        let (qd, kd, vd) = (
+            self.stream.clone_htod(q)?,
+            self.stream.clone_htod(keys)?,
+            self.stream.clone_htod(values)?,
+        );
+        let mut out = self.stream.alloc_zeros::<f32>(shape.out_len())?;
+        self.decode_attention(
+            shape,
+            &qd.as_view(),
+            &kd.as_view(),
+            &vd.as_view(),
+            &mut out.as_view_mut(),
+        )?;
+        Ok(self.stream.clone_dtoh(&out)?)
+    }
+
+    fn rms_norm(&self, x: &[f32], weight: &[f32], eps: f32) -> Result<Vec<f32>> {
+        let cols = weight.len();
+        if cols == 0 || x.len() % cols != 0 {
+            return Err(KernelError::Shape(format!(
+                "rms_norm: {} values are not rows of {cols}",
+                x.len()
+            )));
+        }
+        let (xd, wd) = (self.stream.clone_htod(x)?, self.stream.clone_htod(weight)?);
+        let mut y = self.stream.alloc_zeros::<f32>(x.len().max(1))?;
+        self.rms_norm(
+            &xd.as_view(),
+            &wd.as_view(),
+            eps,
+            x.len() / cols,
+            &mut y.as_view_mut(),
+        )?;
+        let mut out = self.stream.clone_dtoh(&y)?;
+        out.truncate(x.len());
+        Ok(out)
+    }
+
+    fn rope_qk(
+        &self,
+        shape: RopeShape,
+        inputs: crate::RopeInputs<'_>,
+        keys: &mut [f32],
+        values: &mut [f32],
+    ) -> Result<Vec<f32>> {
+        let up = |v: &[f32]| self.stream.clone_htod(v);
+        let (q, k, v) = (up(inputs.q)?, up(inputs.k)?, up(inputs.v)?);
+        let (cos, sin) = (up(inputs.cos)?, up(inputs.sin)?);
+        let mut kc = up(keys)?;
+        let mut vc = up(values)?;
+        let norm = match inputs.qk_norm {
+            Some((qn, kn, eps)) => Some((up(qn)?, up(kn)?, eps)),
+            None => None,
+        };
+        let q_len = shape.rows * shape.heads * shape.head_dim;
+        let mut q_out = self.stream.alloc_zeros::<f32>(q_len.max(1))?;
+        let norm_views = norm
+            .as_ref()
+            .map(|(a, b, eps)| (a.as_view(), b.as_view(), *eps));
+        self.rope_qk(
+            shape,
+            [&q.as_view(), &k.as_view(), &v.as_view()],
+            [&cos.as_view(), &sin.as_view()],
+            norm_views.as_ref().map(|(a, b, eps)| (a, b, *eps)),
+            &mut q_out.as_view_mut(),
+            &mut kc.as_view_mut(),
+            &mut vc.as_view_mut(),
+        )?;
+        keys.copy_from_slice(&self.stream.clone_dtoh(&kc)?);
+        values.copy_from_slice(&self.stream.clone_dtoh(&vc)?);
+        let mut out = self.stream.clone_dtoh(&q_out)?;
+        out.truncate(q_len);
+        Ok(out)
+    }
+
+    fn copy(&self, src: &[f32], max_blocks: u32) -> Result<Vec<f32>> {
+        let s = self.stream.clone_htod(src)?;
+        let mut d = self.stream.alloc_zeros::<f32>(src.len().max(1))?;
+        self.copy(&s.as_view(), &mut d.as_view_mut(), max_blocks)?;
+        let mut out = self.stream.clone_dtoh(&d)?;
+        out.truncate(src.len());
+        Ok(out)
+    }
+}

@@ -5,7 +5,9 @@
 use std::ffi::{CStr, c_char};
 
 use crate::shape::{self, Launch};
-use crate::{AttentionShape, Format, GemvShape, KernelError, QuantizedActs, Result, RopeShape};
+use crate::{
+    AttentionShape, Format, GemvShape, KernelError, QuantizedActs, Result, RopeInputs, RopeShape,
+};
 
 unsafe extern "C" {
     fn sf_emu_quantize_q8(
@@ -271,24 +273,6 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Result<Vec<f32>> {
         )
     })?;
     Ok(y)
-}
-
-/// Inputs of the fused RoPE kernel.
-#[derive(Debug, Clone, Copy)]
-pub struct RopeInputs<'a> {
-    /// New queries `[rows, heads · head_dim]`.
-    pub q: &'a [f32],
-    /// New keys `[rows, kv_heads · head_dim]`.
-    pub k: &'a [f32],
-    /// New values `[rows, kv_heads · head_dim]`.
-    pub v: &'a [f32],
-    /// Cosines `[positions, head_dim / 2]`.
-    pub cos: &'a [f32],
-    /// Sines `[positions, head_dim / 2]`.
-    pub sin: &'a [f32],
-    /// Per-head RMSNorm weights of queries and keys (`head_dim` each) and epsilon,
-    /// for models that normalise them before rotation.
-    pub qk_norm: Option<(&'a [f32], &'a [f32], f32)>,
 }
 
 /// Rotates the new queries (returned `[heads, rows, head_dim]`) and keys, writing keys

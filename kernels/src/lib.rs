@@ -17,13 +17,18 @@
 
 pub mod emulated;
 pub mod format;
+pub mod host;
 pub mod shape;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+/// The CUDA driver bindings the kernels are launched through (the same version candle uses).
+#[cfg(feature = "cuda")]
+pub use cudarc;
 
 pub use format::Format;
-pub use shape::{AttentionShape, GemvShape, Launch, RopeShape};
+pub use host::{Emulator, HostKernels};
+pub use shape::{AttentionShape, GemvShape, Launch, RopeInputs, RopeShape};
 
 /// Why a kernel could not run.
 #[derive(Debug, thiserror::Error)]

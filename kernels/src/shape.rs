@@ -265,3 +265,21 @@ pub fn copy_launch(n: usize, max_blocks: u32) -> Result<Launch> {
         block: FLAT_THREADS,
     })
 }
+
+/// Host inputs of the fused RoPE kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct RopeInputs<'a> {
+    /// New queries `[rows, heads · head_dim]`.
+    pub q: &'a [f32],
+    /// New keys `[rows, kv_heads · head_dim]`.
+    pub k: &'a [f32],
+    /// New values `[rows, kv_heads · head_dim]`.
+    pub v: &'a [f32],
+    /// Cosines `[positions, head_dim / 2]`.
+    pub cos: &'a [f32],
+    /// Sines `[positions, head_dim / 2]`.
+    pub sin: &'a [f32],
+    /// Per-head RMSNorm weights of queries and keys (`head_dim` each) and epsilon,
+    /// for models that normalise them before rotation.
+    pub qk_norm: Option<(&'a [f32], &'a [f32], f32)>,
+}

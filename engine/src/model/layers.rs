@@ -17,6 +17,9 @@ enum LinearWeight {
     Candle(QMatMul),
     /// The engine's own integer kernel on raw GGUF blocks (CPU).
     Quant(Arc<QuantWeight>),
+    /// Souffleur's CUDA product kernels on raw GGUF blocks (GPU).
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<super::cuda::CudaWeight>),
 }
 
 /// A linear map `x · Wᵀ + b` whose weight may be quantised (GGUF) or dense.
@@ -38,6 +41,15 @@ impl Linear {
     /// Wraps a (possibly quantised) GGUF weight `[out, in]`: CPU weights in a
     /// format the engine's integer kernel supports use it, others candle's matmul.
     pub fn from_qtensor(weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
+        #[cfg(feature = "cuda")]
+        if let candle_core::Device::Cuda(dev) = weight.device()
+            && let Some(w) = super::cuda::CudaWeight::from_qtensor(&weight, &dev)?
+        {
+            return Ok(Self {
+                weight: LinearWeight::Cuda(Arc::new(w)),
+                bias,
+            });
+        }
         let weight = if weight.device().is_cpu() && QuantWeight::supports(weight.dtype()) {
             LinearWeight::Quant(Arc::new(QuantWeight::from_qtensor(weight)?))
         } else {
@@ -51,6 +63,8 @@ impl Linear {
         match &self.weight {
             LinearWeight::Candle(QMatMul::QTensor(q)) => held.qtensor(q),
             LinearWeight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => held.tensor(t),
+            #[cfg(feature = "cuda")]
+            LinearWeight::Cuda(w) => held.once(Arc::as_ptr(w) as usize, w.device_bytes() as u64),
             LinearWeight::Quant(w) => match w.held_bytes() {
                 (_, Some(q)) => held.qtensor(q),
                 (bytes, None) => held.once(Arc::as_ptr(w) as usize, bytes),
@@ -66,6 +80,8 @@ impl Linear {
         let y = match &self.weight {
             LinearWeight::Candle(w) => w.forward(x)?,
             LinearWeight::Quant(w) => w.forward(x)?,
+            #[cfg(feature = "cuda")]
+            LinearWeight::Cuda(w) => w.forward(x)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,

@@ -2,6 +2,8 @@
 
 pub mod attention;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod gguf;
 pub mod layer_subset;
 pub mod layers;
@@ -49,6 +51,22 @@ pub struct ModelInfo {
     pub tensor_types: Vec<(String, usize)>,
     /// Number of weights.
     pub parameters: usize,
+    /// The device it computes on (`cpu`, or `cuda:N <name> (<arch> PTX)`).
+    pub device: String,
+    /// The kernels of its hot paths on that device.
+    pub kernels: Vec<String>,
+}
+
+impl ModelInfo {
+    /// The same facts with the device and kernels of `device` filled in.
+    fn on(self, device: &Device) -> Self {
+        let report = crate::device::report(device);
+        Self {
+            device: report.device,
+            kernels: report.kernels,
+            ..self
+        }
+    }
 }
 
 /// A model ready for inference.
@@ -80,9 +98,10 @@ pub(crate) fn parameter_count(cfg: &ModelConfig) -> usize {
 }
 
 impl Model {
-    /// Loads a GGUF file, or a safetensors checkpoint directory, on the CPU.
+    /// Loads a GGUF file, or a safetensors checkpoint directory, on the device
+    /// [`crate::device::choose`] picks (the CPU unless built with CUDA support).
     pub fn load(path: &Path) -> Result<Self> {
-        Self::load_on(path, &Device::Cpu)
+        Self::load_on(path, &crate::device::choose()?)
     }
 
     /// Loads a model onto `device`.
@@ -90,10 +109,11 @@ impl Model {
         Self::load_inner(path, device, None)
     }
 
-    /// Loads a model on the CPU whose SHA-256 the caller has already established (and
-    /// checked against a pin): the files are not hashed again.
+    /// Loads a model whose SHA-256 the caller has already established (and checked
+    /// against a pin), on the device [`crate::device::choose`] picks: the files are not
+    /// hashed again.
     pub fn load_identified(path: &Path, sha256: String) -> Result<Self> {
-        Self::load_inner(path, &Device::Cpu, Some(sha256))
+        Self::load_inner(path, &crate::device::choose()?, Some(sha256))
     }
 
     fn load_inner(path: &Path, device: &Device, sha256: Option<String>) -> Result<Self> {
@@ -128,7 +148,10 @@ impl Model {
             config: config.clone(),
             fim: fim.style(),
             tensor_types: file.tensor_type_counts(),
-        };
+            device: String::new(),
+            kernels: Vec::new(),
+        }
+        .on(device);
         Ok(Self {
             transformer: Transformer::new(config, weights, device)?,
             tokenizer,
@@ -161,7 +184,10 @@ impl Model {
             config: config.clone(),
             fim: fim.style(),
             tensor_types: Vec::new(),
-        };
+            device: String::new(),
+            kernels: Vec::new(),
+        }
+        .on(device);
         Ok(Self {
             transformer: Transformer::new(config, weights, device)?,
             tokenizer,

@@ -148,6 +148,24 @@ impl Transformer {
             if let Some(out) = exact(0)? {
                 return Ok(Tensor::from_vec(out, (t, nh * hd), &self.device)?);
             }
+            #[cfg(feature = "cuda")]
+            if self.device.is_cuda()
+                && hd.is_multiple_of(32)
+                && hd <= kernels::shape::MAX_HEAD_DIM
+                && let Some((ck, cv, capacity)) = cache.layer_storage(layer)
+            {
+                // Souffleur's decode attention: each row in the same order of operations
+                // whatever the number of rows, like the CPU's.
+                let shape = kernels::AttentionShape {
+                    heads: nh,
+                    kv_heads: nkv,
+                    head_dim: hd,
+                    capacity,
+                    pos,
+                    rows: t,
+                };
+                return super::cuda::attention(&q, ck, cv, shape);
+            }
             if t > 1 {
                 // Not on the CPU: one row at a time through the one-row path below.
                 let mut rows = Vec::with_capacity(t);
