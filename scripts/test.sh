@@ -84,6 +84,12 @@ forbid indexer axum hyper tower-lsp-server clap candle-core engine review server
 forbid review axum hyper tokio tower-lsp-server clap server
 forbid server clap tower-lsp-server
 forbid lsp engine indexer review server
+forbid kernels engine candle-core axum
+
+echo "== CUDA build: toolchain from PyPI, PTX + ptxas report, linked --features cuda binary, ldd (scripts/cuda-build.sh)"
+cuda_started=$SECONDS
+bash scripts/cuda-build.sh
+echo "(CUDA build: $((SECONDS - cuda_started)) s)"
 
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings

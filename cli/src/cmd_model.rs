@@ -198,6 +198,8 @@ pub fn run(home: &Home, cmd: ModelCommand) -> Result<()> {
                     .collect();
                 println!("tensors:         {}", types.join(", "));
             }
+            println!("device:          {}", info.device);
+            println!("kernels:         {}", info.kernels.join(", "));
             match info.fim {
                 FimStyle::PrefixOnly => println!(
                     "fill-in-middle:  none (no FIM tokens in the vocabulary): prefix-only continuation, the suffix is not seen by the model"

@@ -17,8 +17,12 @@ pub const DEVICE_VAR: &str = "SOUFFLEUR_DEVICE";
 /// The device models are loaded on: `SOUFFLEUR_DEVICE` if set, else the first GPU of
 /// a CUDA build when one is present, else the CPU.
 pub fn choose() -> Result<Device> {
-    let wanted = std::env::var(DEVICE_VAR).ok();
-    match wanted.as_deref().map(str::trim) {
+    choose_named(std::env::var(DEVICE_VAR).ok().as_deref())
+}
+
+/// The device named `wanted` (`cpu`, `cuda`, `cuda:N`), or the default without a name.
+pub fn choose_named(wanted: Option<&str>) -> Result<Device> {
+    match wanted.map(str::trim) {
         None | Some("") => Ok(default_device()),
         Some("cpu") => Ok(Device::Cpu),
         Some(name) => {
@@ -104,5 +108,43 @@ pub fn report(device: &Device) -> DeviceReport {
                 ],
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_choose_a_device_or_are_refused_clearly() {
+        assert!(choose_named(Some("cpu")).expect("cpu").is_cpu());
+        let err = choose_named(Some("gpu")).expect_err("unknown name");
+        assert!(
+            err.to_string().contains("`cpu`, `cuda` or `cuda:N`"),
+            "{err}"
+        );
+        let err = choose_named(Some("cuda:x")).expect_err("bad ordinal");
+        assert!(err.to_string().contains("cuda:x"), "{err}");
+        #[cfg(not(feature = "cuda"))]
+        {
+            assert!(choose_named(None).expect("default").is_cpu());
+            assert!(choose_named(Some("")).expect("empty").is_cpu());
+            let err = choose_named(Some("cuda:1")).expect_err("no CUDA in this build");
+            assert!(err.to_string().contains("no CUDA support"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_cpu_report_names_the_kernels_in_use() {
+        let r = report(&Device::Cpu);
+        assert_eq!(r.device, "cpu");
+        let products = &r.kernels[0];
+        assert!(products.starts_with("quantised products: "), "{products}");
+        let name = match Kernel::detect() {
+            Kernel::Scalar => "scalar",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512Vnni => "avx512-vnni",
+        };
+        assert!(products.ends_with(name), "{products}");
     }
 }

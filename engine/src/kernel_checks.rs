@@ -187,11 +187,23 @@ pub fn real_activations(
     rows: usize,
     inp: usize,
 ) -> std::result::Result<Vec<f32>, String> {
-    let (mut file, content) = read_model(path)?;
-    let emb = content
-        .tensor(&mut file, "token_embd.weight", &Device::Cpu)
-        .and_then(|q| q.dequantize(&Device::Cpu))
-        .map_err(|e| e.to_string())?;
+    // The embedding is read and dequantised once per model file.
+    static EMBEDDINGS: std::sync::Mutex<Vec<(std::path::PathBuf, Tensor)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut cache = EMBEDDINGS.lock().unwrap_or_else(|p| p.into_inner());
+    let emb = match cache.iter().find(|(p, _)| p == path) {
+        Some((_, t)) => t.clone(),
+        None => {
+            let (mut file, content) = read_model(path)?;
+            let t = content
+                .tensor(&mut file, "token_embd.weight", &Device::Cpu)
+                .and_then(|q| q.dequantize(&Device::Cpu))
+                .map_err(|e| e.to_string())?;
+            cache.push((path.to_path_buf(), t.clone()));
+            t
+        }
+    };
+    drop(cache);
     let (vocab, hidden) = emb.dims2().map_err(|e| e.to_string())?;
     // Tokens of `def main():` and neighbours in the vocabulary.
     let tokens = [750usize, 1887, 3932, 25, 220, 470, 1140, 13];

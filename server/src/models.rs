@@ -485,6 +485,8 @@ impl ModelSet {
                             "quantisation": quantisation,
                             "context_length": info.config.context_length,
                             "fim": info.fim.name(),
+                            "device": info.device,
+                            "kernels": info.kernels,
                             "draft_model": m.has_draft,
                             "unload_after_secs": m.entry.unload_after_secs,
                             "memory_bytes": m.memory(),

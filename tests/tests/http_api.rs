@@ -22,6 +22,11 @@ fn health_reports_the_pinned_model_and_the_index() {
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     );
     assert_eq!(v["index"]["available"], true);
+    // The default build computes on the CPU, and says with which kernels.
+    assert_eq!(v["device"], "cpu");
+    assert_eq!(v["models"][0]["device"], "cpu");
+    let kernels = v["models"][0]["kernels"].to_string();
+    assert!(kernels.contains("quantised products"), "{kernels}");
     let repos = v["index"]["repositories"].to_string();
     assert!(repos.contains("alpha") && repos.contains("beta"), "{repos}");
 }

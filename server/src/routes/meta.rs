@@ -39,11 +39,25 @@ pub async fn health(
         Some(i) => json!({"available": true, "dir": i.dir(), "repositories": repos}),
         None => json!({"available": false}),
     };
+    // Where the default completion model computes: `cpu`, `cuda:N`, or `remote` for a
+    // backend (each model's device and kernels are in `models`).
+    let device = match set.default_for(ModelRole::Completion) {
+        Some(m) => match &m.info {
+            Some(info) => info
+                .device
+                .split_whitespace()
+                .next()
+                .unwrap_or("cpu")
+                .to_string(),
+            None => "remote".to_string(),
+        },
+        None => "cpu".to_string(),
+    };
     Json(json!({
         "status": "ok",
         "model": set.default_for(ModelRole::Completion).map(|m| m.id.clone()),
         "models": set.describe(),
-        "device": "cpu",
+        "device": device,
         "arch": std::env::consts::ARCH,
         "cpu_count": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "version": version,
