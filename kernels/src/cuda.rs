@@ -481,7 +481,7 @@ impl crate::HostKernels for CudaKernels {
 
     fn quantize(&self, x: &[f32]) -> Result<crate::QuantizedActs> {
         let blocks = x.len() / 32;
-        if x.len() % 32 != 0 {
+        if !x.len().is_multiple_of(32) {
             return Err(KernelError::Shape(format!(
                 "quantize: {} values are not whole blocks of 32",
                 x.len()
@@ -561,7 +561,7 @@ impl crate::HostKernels for CudaKernels {
 
     fn rms_norm(&self, x: &[f32], weight: &[f32], eps: f32) -> Result<Vec<f32>> {
         let cols = weight.len();
-        if cols == 0 || x.len() % cols != 0 {
+        if cols == 0 || !x.len().is_multiple_of(cols) {
             return Err(KernelError::Shape(format!(
                 "rms_norm: {} values are not rows of {cols}",
                 x.len()

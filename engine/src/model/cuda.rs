@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use kernels::cuda::{CudaKernels, DeviceActs};
 use kernels::cudarc::driver::CudaSlice;
 use kernels::shape::MAX_ROWS;
-use kernels::{AttentionShape, Format, GemvShape};
+use kernels::{AttentionShape, Format, GemvShape, RopeShape};
 
 use crate::device::DeviceReport;
 use crate::error::{EngineError, Result};
@@ -250,6 +250,112 @@ impl CustomOp3 for Attention {
         Ok((
             CudaStorage::wrap_cuda_slice(out, q.device.clone()),
             Shape::from((shape.rows, shape.heads * shape.head_dim)),
+        ))
+    }
+}
+
+/// The fused rotation on the GPU: queries `[heads, t, head_dim]` and keys `[kv_heads, t,
+/// head_dim]` rotated with the tables' rows (`cos`/`sin` `[t, head_dim / 2]`, already cut
+/// to the positions), values `[kv_heads, t, head_dim]`, all from one launch.
+pub(crate) fn rope_qkv(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    tables: (&Tensor, &Tensor),
+    shape: RopeShape,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (cos, sin) = (tables.0.contiguous()?, tables.1.contiguous()?);
+    let op = Rope {
+        shape,
+        cos: &cos,
+        sin: &sin,
+    };
+    let all = q
+        .contiguous()?
+        .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?;
+    let (nh, nkv) = (shape.heads, shape.kv_heads);
+    Ok((
+        all.narrow(0, 0, nh)?,
+        all.narrow(0, nh, nkv)?,
+        all.narrow(0, nh + nkv, nkv)?,
+    ))
+}
+
+struct Rope<'a> {
+    shape: RopeShape,
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+}
+
+fn table_view<'a>(
+    storage: &'a candle_core::Storage,
+    l: &Layout,
+) -> candle_core::Result<kernels::cudarc::driver::CudaView<'a, f32>> {
+    match storage {
+        candle_core::Storage::Cuda(s) => view(s, l, "rotary table"),
+        _ => Err(msg("rope: the rotary tables are not on the GPU")),
+    }
+}
+
+impl CustomOp3 for Rope<'_> {
+    fn name(&self) -> &'static str {
+        "souffleur-rope-qkv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(msg("the GPU rotation got CPU tensors"))
+    }
+
+    fn cuda_fwd(
+        &self,
+        q: &CudaStorage,
+        ql: &Layout,
+        k: &CudaStorage,
+        kl: &Layout,
+        v: &CudaStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let s = self.shape;
+        let kernels = kernels_for(&q.device)?;
+        let (qv, kv, vv) = (
+            view(q, ql, "queries")?,
+            view(k, kl, "keys")?,
+            view(v, vl, "values")?,
+        );
+        let (cs, cl) = self.cos.storage_and_layout();
+        let (ss, sl) = self.sin.storage_and_layout();
+        let (cos, sin) = (table_view(&cs, cl)?, table_view(&ss, sl)?);
+        let per_head = s.rows * s.head_dim;
+        let mut out = kernels
+            .stream()
+            .alloc_zeros::<f32>((s.heads + 2 * s.kv_heads) * per_head)
+            .map_err(msg)?;
+        {
+            let (mut q_out, mut rest) = out.split_at_mut(s.heads * per_head);
+            let (mut keys, mut values) = rest.split_at_mut(s.kv_heads * per_head);
+            kernels
+                .rope_qk(
+                    s,
+                    [&qv, &kv, &vv],
+                    [&cos, &sin],
+                    None,
+                    &mut q_out,
+                    &mut keys,
+                    &mut values,
+                )
+                .map_err(msg)?;
+        }
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, q.device.clone()),
+            Shape::from((s.heads + 2 * s.kv_heads, s.rows, s.head_dim)),
         ))
     }
 }

@@ -104,6 +104,39 @@ impl Transformer {
         Ok(y.squeeze(0)?)
     }
 
+    /// Queries `[heads, t, head_dim]` and keys rotated to their positions from `pos`,
+    /// and values `[kv_heads, t, head_dim]`, from the projections `[t, heads · head_dim]`.
+    fn rotate(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        pos: usize,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let cfg = &self.cfg;
+        let (t, _) = q.dims2()?;
+        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() && hd.is_multiple_of(32) && hd <= kernels::shape::MAX_HEAD_DIM {
+            // One launch instead of two rotations and three transposed copies.
+            let shape = kernels::RopeShape {
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: hd,
+                capacity: t,
+                pos: 0,
+                rows: t,
+                interleaved: matches!(cfg.rope_style, RopeStyle::Interleaved),
+            };
+            let tables = (self.cos.narrow(0, pos, t)?, self.sin.narrow(0, pos, t)?);
+            return super::cuda::rope_qkv(q, k, v, (&tables.0, &tables.1), shape);
+        }
+        let q = self.rope(&q.reshape((t, nh, hd))?.transpose(0, 1)?, pos)?;
+        let k = self.rope(&k.reshape((t, nkv, hd))?.transpose(0, 1)?, pos)?;
+        let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?;
+        Ok((q, k, v))
+    }
+
     fn attention(
         &self,
         layer: usize,
@@ -117,9 +150,7 @@ impl Transformer {
         let pos = cache.len();
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let groups = nh / nkv;
-        let q = self.rope(&q.reshape((t, nh, hd))?.transpose(0, 1)?, pos)?;
-        let k = self.rope(&k.reshape((t, nkv, hd))?.transpose(0, 1)?, pos)?;
-        let v = v.reshape((t, nkv, hd))?.transpose(0, 1)?;
+        let (q, k, v) = self.rotate(q, k, v, pos)?;
         let (keys, values) = cache.append(layer, &k, &v)?;
         let total = pos + t;
         // Rows `first..t` exactly as a one-token decode step at their positions
