@@ -104,6 +104,22 @@ if ldd target/debug/souffleur | grep -E "$cuda_libs"; then
 fi
 echo "default build (target/debug/souffleur): no CUDA library"
 
+echo "== the CUDA binary without a GPU: CPU fallback, and a clear refusal of SOUFFLEUR_DEVICE=cuda"
+# The generated stub answers every driver call with CUDA_ERROR_NO_DEVICE, like a
+# machine whose driver sees no GPU.
+stub=target/cuda/stub-driver
+mkdir -p "$stub"
+ln -sfn "$CUDA_HOME/lib/stubs/libcuda.so" "$stub/libcuda.so.1"
+tiny=engine/tests/fixtures/tiny/qwen2-gguf/model.gguf
+info=$(LD_LIBRARY_PATH="$CUDA_HOME/lib:$root/$stub" "$cuda_bin" model info "$tiny")
+grep -q '^device: *cpu$' <<<"$info" || { echo "no CPU fallback: $info" >&2; exit 1; }
+if refusal=$(LD_LIBRARY_PATH="$CUDA_HOME/lib:$root/$stub" SOUFFLEUR_DEVICE=cuda "$cuda_bin" model info "$tiny" 2>&1); then
+  echo "SOUFFLEUR_DEVICE=cuda without a GPU was not refused" >&2
+  exit 1
+fi
+grep -q "reports no device" <<<"$refusal" || { echo "unclear refusal: $refusal" >&2; exit 1; }
+echo "falls back to the CPU; SOUFFLEUR_DEVICE=cuda refused: ${refusal##*: }"
+
 if $bundle; then
   echo "== bundle for scripts/gpu-check.sh: target/gpu-bundle"
   b=target/gpu-bundle
@@ -120,6 +136,9 @@ for l in sys.stdin:
   cp "$(cat "$b/.tiny-path")" "$b/reference_tiny"
   rm "$b/.tiny-path"
   strip "$b/gpu_check" "$b/reference_tiny"
+  # The device tool carries at most 64 MiB: the stripped binaries are ~58 MB each, ~7 MB
+  # compressed (gpu-check.sh unpacks them with Python's lzma).
+  xz -T2 -6 "$b/gpu_check" "$b/reference_tiny"
   home=${SOUFFLEUR_HOME:-$HOME/.souffleur}
   for m in qwen2.5-coder-0.5b-instruct-q4_k_m qwen2.5-coder-1.5b-instruct-q4_k_m; do
     src=$home/models/$m.gguf

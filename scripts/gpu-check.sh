@@ -23,11 +23,17 @@ cd "$(dirname "$0")/.."
 started=$SECONDS
 out=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$out"
-b=target/gpu-bundle
-if [ ! -x "$b/gpu_check" ] || [ ! -x "$b/reference_tiny" ]; then
-  echo "no device bundle in $b: run 'bash scripts/cuda-build.sh --bundle' and carry target/gpu-bundle" >&2
+bundle=target/gpu-bundle
+if [ ! -f "$bundle/gpu_check.xz" ] || [ ! -f "$bundle/reference_tiny.xz" ]; then
+  echo "no device bundle in $bundle: run 'bash scripts/cuda-build.sh --bundle' and carry target/gpu-bundle" >&2
   exit 2
 fi
+b=$(mktemp -d)
+for f in gpu_check reference_tiny; do
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$bundle/$f.xz" "$b/$f"
+  chmod +x "$b/$f"
+done
 
 # The CUDA libraries the binaries link: the driver's libcuda, and cuBLAS, cuRAND and the
 # runtime from the machine's CUDA 13 wheels (PyTorch's) or toolkit.
@@ -61,7 +67,7 @@ for m in qwen2.5-coder-0.5b-instruct-q4_k_m qwen2.5-coder-1.5b-instruct-q4_k_m; 
     ln -s "$home/models/$m.gguf" "$models/$m.gguf"
     echo "$m: real weights"
   else
-    python3 benches/gpu/synth_gguf.py "$b/$m.head.gguf.gz" "$models/$m.gguf"
+    python3 benches/gpu/synth_gguf.py "$bundle/$m.head.gguf.gz" "$models/$m.gguf"
     touch "$models/$m.gguf.synthetic"
     echo "$m: synthetic weights (same shapes and types)"
   fi
@@ -102,6 +108,6 @@ with open(os.path.join(out, "gpu-check.md"), "a") as md:
     md.write("Weights: " + ", ".join(f"{k}: {v}" for k, v in report["weights"].items()) + "\n")
     md.write(f"Total: {secs} s\n")
 PY
-rm -rf "$models"
+rm -rf "$models" "$b"
 echo "gpu-check: $((SECONDS - started)) s; report in $out/gpu-check.json and $out/gpu-check.md"
 [ "$tiny" -eq 0 ] && [ "$check" -eq 0 ]

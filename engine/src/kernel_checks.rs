@@ -541,7 +541,55 @@ pub fn rope(k: &dyn HostKernels) -> Outcome {
             }
         }
     }
-    Ok(format!("3 cases, largest relative difference {worst:.2e}"))
+    // As the engine calls it on the GPU: tables cut to the rows' positions, position 0,
+    // a "cache" of exactly the new rows (keys and values come out `[kv_heads, t, hd]`).
+    let (pos, t) = (23, 5);
+    let mut rng = Rng::new(300);
+    let q = rng.values(t * heads * hd, 1.0);
+    let kk = rng.values(t * kv_heads * hd, 1.0);
+    let v = rng.values(t * kv_heads * hd, 1.0);
+    let mut keys = vec![0.0; kv_heads * t * hd];
+    let mut values = vec![0.0; kv_heads * t * hd];
+    let shape = RopeShape {
+        heads,
+        kv_heads,
+        head_dim: hd,
+        capacity: t,
+        pos: 0,
+        rows: t,
+        interleaved: false,
+    };
+    let cut = |table: &[f32]| table[pos * half..(pos + t) * half].to_vec();
+    let (cos_cut, sin_cut) = (cut(&cos), cut(&sin));
+    let inputs = RopeInputs {
+        q: &q,
+        k: &kk,
+        v: &v,
+        cos: &cos_cut,
+        sin: &sin_cut,
+        qk_norm: None,
+    };
+    let q_out = k
+        .rope_qk(shape, inputs, &mut keys, &mut values)
+        .map_err(kernel_err)?;
+    let tables = (&cos_t, &sin_t);
+    let want_q = candle_rope(&q, (heads, hd), pos..pos + t, tables, false, None).map_err(c)?;
+    let want_k = candle_rope(&kk, (kv_heads, hd), pos..pos + t, tables, false, None).map_err(c)?;
+    worst = worst.max(compare(
+        "rope q, engine layout",
+        &q_out,
+        &want_q,
+        FLOAT_REL,
+    )?);
+    worst = worst.max(compare("rope k, engine layout", &keys, &want_k, FLOAT_REL)?);
+    let want_v: Vec<f32> = (0..kv_heads)
+        .flat_map(|h| (0..t).flat_map(move |i| (0..hd).map(move |d| (h, i, d))))
+        .map(|(h, i, d)| v[(i * kv_heads + h) * hd + d])
+        .collect();
+    if values != want_v {
+        return Err("values in the engine layout differ".into());
+    }
+    Ok(format!("4 cases, largest relative difference {worst:.2e}"))
 }
 
 /// The copy kernel with a grid-stride loop (fewer blocks than the data needs).

@@ -1,5 +1,5 @@
 //! The kernels called on host slices, whichever runs them: the grid emulator
-//! ([`Emulator`]) or a GPU ([`crate::cuda::CudaKernels`], which uploads the inputs and
+//! ([`Emulator`]) or a GPU (`cuda::CudaKernels` with the `cuda` feature, which uploads the inputs and
 //! downloads the results around each call). The checks against the engine's CPU
 //! implementations (`engine::kernel_checks`) take any of them, so CI (emulator) and
 //! the device check (GPU) run the same comparisons.

@@ -10,7 +10,7 @@
 //! * a copy kernel, the yardstick of memory bandwidth.
 //!
 //! The CUDA C sources in `cuda/` compile twice: with nvcc to PTX for sm_80 and sm_90
-//! (the `cuda` feature, loaded through cudarc: [`cuda`]), and with the host compiler
+//! (the `cuda` feature, loaded through cudarc: module `cuda`), and with the host compiler
 //! for a grid emulator that runs a launch's blocks and threads on the CPU
 //! ([`emulated`]). Both take the launch geometry from [`shape`], so tests on any
 //! machine run the very code and geometry a GPU runs.

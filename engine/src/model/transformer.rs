@@ -156,6 +156,10 @@ impl Transformer {
         // Rows `first..t` exactly as a one-token decode step at their positions
         // computes them (`None` off the CPU).
         let exact = |first: usize| -> Result<Option<Vec<f32>>> {
+            if !self.device.is_cpu() {
+                // No copy of the queries off the device for nothing.
+                return Ok(None);
+            }
             let rows = t - first;
             let qv = q
                 .narrow(1, first, rows)?
