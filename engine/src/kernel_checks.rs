@@ -40,11 +40,19 @@ pub struct Check {
 pub fn run_all(k: &dyn HostKernels, model: Option<&Path>) -> Vec<Check> {
     type Plain = fn(&dyn HostKernels) -> Outcome;
     type WithModel = fn(&dyn HostKernels, &Path) -> Outcome;
-    let plain: [(&'static str, Plain); 7] = [
+    let plain: [(&'static str, Plain); 9] = [
         ("quantisation, random", quantisation),
         ("integer block sums, random weights", block_sums_random),
         ("products of 1-8 rows, random weights", products_random),
+        (
+            "products: each of 8 rows equals its 1-row product",
+            products_row_invariant,
+        ),
         ("decode attention", decode_attention),
+        (
+            "attention: each verification row equals its decode step",
+            attention_row_invariant,
+        ),
         ("rms_norm", rms_norm),
         ("fused rope + QK-norm + cache write", rope),
         ("copy", copy),
@@ -344,6 +352,82 @@ pub fn products_model(k: &dyn HostKernels, model: &Path) -> Outcome {
         }
     }
     Ok(format!("largest relative difference {worst:.2e}"))
+}
+
+/// Batch invariance of the products, bit for bit: row `r` of an 8-row product (a
+/// speculative verification pass) equals the 1-row product of that row (a decode step).
+pub fn products_row_invariant(k: &dyn HostKernels) -> Outcome {
+    for (i, f) in Format::ALL.into_iter().enumerate() {
+        let (out, inp, rows) = (21, 512, 8);
+        let w = random_weight(f, out, inp, 50 + i as u64).map_err(|e| e.to_string())?;
+        let x = Rng::new(60 + i as u64).values(rows * inp, 0.9);
+        let shape = GemvShape {
+            format: f,
+            out_features: out,
+            in_features: inp,
+            rows,
+        };
+        let all = k.gemv(shape, &w, &x).map_err(kernel_err)?;
+        for r in 0..rows {
+            let one = GemvShape { rows: 1, ..shape };
+            let alone = k
+                .gemv(one, &w, &x[r * inp..(r + 1) * inp])
+                .map_err(kernel_err)?;
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            if bits(&all[r * out..(r + 1) * out]) != bits(&alone) {
+                return Err(format!(
+                    "{f:?}: row {r} of 8 differs from its 1-row product"
+                ));
+            }
+        }
+    }
+    Ok("4 formats × 8 rows bit-identical".into())
+}
+
+/// Batch invariance of decode attention, bit for bit: row `i` of a 5-row call at
+/// position `pos` equals a 1-row call at `pos + i` over the same cache.
+pub fn attention_row_invariant(k: &dyn HostKernels) -> Outcome {
+    let (heads, kv_heads, hd, pos, rows) = (14, 2, 64, 61, 5);
+    let capacity = pos + rows;
+    let mut rng = Rng::new(400);
+    let q = rng.values(heads * rows * hd, 1.0);
+    let keys = rng.values(kv_heads * capacity * hd, 1.0);
+    let values = rng.values(kv_heads * capacity * hd, 1.0);
+    let shape = AttentionShape {
+        heads,
+        kv_heads,
+        head_dim: hd,
+        capacity,
+        pos,
+        rows,
+    };
+    let all = k
+        .decode_attention(shape, &q, &keys, &values)
+        .map_err(kernel_err)?;
+    for i in 0..rows {
+        // Row i's queries, `[heads, 1, hd]`.
+        let qi: Vec<f32> = (0..heads)
+            .flat_map(|h| {
+                q[(h * rows + i) * hd..(h * rows + i + 1) * hd]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let one = AttentionShape {
+            pos: pos + i,
+            rows: 1,
+            ..shape
+        };
+        let alone = k
+            .decode_attention(one, &qi, &keys, &values)
+            .map_err(kernel_err)?;
+        let width = heads * hd;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        if bits(&all[i * width..(i + 1) * width]) != bits(&alone) {
+            return Err(format!("row {i} of {rows} differs from its decode step"));
+        }
+    }
+    Ok(format!("{rows} rows bit-identical to their decode steps"))
 }
 
 /// Decode attention against the engine's CPU attention: Qwen2.5-0.5B's and 1.5B's

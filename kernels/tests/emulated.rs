@@ -70,6 +70,16 @@ fn products_match_the_engine_on_the_default_model() {
 }
 
 #[test]
+fn each_row_of_a_product_equals_its_one_row_product_bit_for_bit() {
+    passes("rows", kernel_checks::products_row_invariant(&Emulator));
+}
+
+#[test]
+fn each_verification_row_of_attention_equals_its_decode_step_bit_for_bit() {
+    passes("rows", kernel_checks::attention_row_invariant(&Emulator));
+}
+
+#[test]
 fn decode_attention_matches_the_engine() {
     passes("attention", kernel_checks::decode_attention(&Emulator));
 }
