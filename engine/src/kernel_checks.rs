@@ -154,6 +154,25 @@ pub fn compare(
     Ok(worst)
 }
 
+/// The bit patterns of floats, for comparisons that must be exact.
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Random queries `[heads, rows, head_dim]` and keys and values `[kv_heads, capacity,
+/// head_dim]` for `shape`.
+fn attention_inputs(shape: AttentionShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut rng = Rng::new(seed);
+    let (hd, cache) = (
+        shape.head_dim,
+        shape.kv_heads * shape.capacity * shape.head_dim,
+    );
+    let q = rng.values(shape.heads * shape.rows * hd, 1.0);
+    let keys = rng.values(cache, 1.0);
+    let values = rng.values(cache, 1.0);
+    (q, keys, values)
+}
+
 fn read_model(path: &Path) -> std::result::Result<(std::fs::File, gguf_file::Content), String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let content = gguf_file::Content::read(&mut file).map_err(|e| e.to_string())?;
@@ -229,7 +248,6 @@ pub fn real_activations(
 fn check_quantisation(k: &dyn HostKernels, x: &[f32]) -> Outcome {
     let got = k.quantize(x).map_err(kernel_err)?;
     let want = reference::quantize_activations(x).map_err(|e| e.to_string())?;
-    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     if got.q != want.q || bits(&got.d) != bits(&want.d) || bits(&got.s) != bits(&want.s) {
         return Err("8-bit blocks differ from the engine's".into());
     }
@@ -373,7 +391,6 @@ pub fn products_row_invariant(k: &dyn HostKernels) -> Outcome {
             let alone = k
                 .gemv(one, &w, &x[r * inp..(r + 1) * inp])
                 .map_err(kernel_err)?;
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             if bits(&all[r * out..(r + 1) * out]) != bits(&alone) {
                 return Err(format!(
                     "{f:?}: row {r} of 8 differs from its 1-row product"
@@ -388,19 +405,15 @@ pub fn products_row_invariant(k: &dyn HostKernels) -> Outcome {
 /// position `pos` equals a 1-row call at `pos + i` over the same cache.
 pub fn attention_row_invariant(k: &dyn HostKernels) -> Outcome {
     let (heads, kv_heads, hd, pos, rows) = (14, 2, 64, 61, 5);
-    let capacity = pos + rows;
-    let mut rng = Rng::new(400);
-    let q = rng.values(heads * rows * hd, 1.0);
-    let keys = rng.values(kv_heads * capacity * hd, 1.0);
-    let values = rng.values(kv_heads * capacity * hd, 1.0);
     let shape = AttentionShape {
         heads,
         kv_heads,
         head_dim: hd,
-        capacity,
+        capacity: pos + rows,
         pos,
         rows,
     };
+    let (q, keys, values) = attention_inputs(shape, 400);
     let all = k
         .decode_attention(shape, &q, &keys, &values)
         .map_err(kernel_err)?;
@@ -422,7 +435,6 @@ pub fn attention_row_invariant(k: &dyn HostKernels) -> Outcome {
             .decode_attention(one, &qi, &keys, &values)
             .map_err(kernel_err)?;
         let width = heads * hd;
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         if bits(&all[i * width..(i + 1) * width]) != bits(&alone) {
             return Err(format!("row {i} of {rows} differs from its decode step"));
         }
@@ -444,10 +456,6 @@ pub fn decode_attention(k: &dyn HostKernels) -> Outcome {
     let mut worst = 0f32;
     for (n, (heads, kv_heads, hd, pos, rows)) in cases.into_iter().enumerate() {
         let capacity = pos + rows + 3;
-        let mut rng = Rng::new(100 + n as u64);
-        let q = rng.values(heads * rows * hd, 1.0);
-        let keys = rng.values(kv_heads * capacity * hd, 1.0);
-        let values = rng.values(kv_heads * capacity * hd, 1.0);
         let shape = AttentionShape {
             heads,
             kv_heads,
@@ -456,6 +464,7 @@ pub fn decode_attention(k: &dyn HostKernels) -> Outcome {
             pos,
             rows,
         };
+        let (q, keys, values) = attention_inputs(shape, 100 + n as u64);
         let got = k
             .decode_attention(shape, &q, &keys, &values)
             .map_err(kernel_err)?;
