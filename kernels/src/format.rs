@@ -17,17 +17,6 @@ impl Format {
     /// All formats, in the order of their numbers.
     pub const ALL: [Format; 4] = [Format::Q4K, Format::Q5_0, Format::Q6K, Format::Q8_0];
 
-    /// The format of a GGUF tensor type name (`q4_K`, `q5_0`, `q6_K`, `q8_0`, any case).
-    pub fn from_gguf_name(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "q4k" | "q4_k" => Some(Self::Q4K),
-            "q5_0" => Some(Self::Q5_0),
-            "q6k" | "q6_k" => Some(Self::Q6K),
-            "q8_0" => Some(Self::Q8_0),
-            _ => None,
-        }
-    }
-
     /// The number the CUDA sources use (`SF_Q4K` …).
     pub fn number(self) -> i32 {
         match self {

@@ -62,15 +62,12 @@ pub(crate) fn report(dev: &CudaDevice) -> DeviceReport {
     }
 }
 
-/// The kernel format of a GGUF type, if the product kernels read it.
+/// The kernel format of a GGUF type, if the product kernels read it (the inverse of
+/// [`crate::kernel_checks::dtype`]).
 fn format_of(dtype: GgmlDType) -> Option<Format> {
-    match dtype {
-        GgmlDType::Q4K => Some(Format::Q4K),
-        GgmlDType::Q5_0 => Some(Format::Q5_0),
-        GgmlDType::Q6K => Some(Format::Q6K),
-        GgmlDType::Q8_0 => Some(Format::Q8_0),
-        _ => None,
-    }
+    Format::ALL
+        .into_iter()
+        .find(|&f| crate::kernel_checks::dtype(f) == dtype)
 }
 
 /// A quantised weight `[out_features, in_features]` on the GPU as raw GGUF blocks.
